@@ -1,0 +1,361 @@
+//! The command line: subcommands, and the flags of `wsprobe probe`.
+//!
+//! Parsing happens in two stages, as in ripgrep: here argv becomes a
+//! `Command` with raw values; the probe flags become a JSON object of probe
+//! fields that `config` validates with exactly the rules of the file.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+pub const USAGE: &str = "\
+wsprobe: a WebSocket probe agent
+
+usage:
+  wsprobe run    [-c FILE]               every probe on its interval, until SIGTERM/SIGINT
+  wsprobe check  [-c FILE]               validate the config (exit 0 valid, 2 invalid)
+  wsprobe once   [-c FILE] [-p NAME]...  run each (or each named) probe once, print records
+  wsprobe probe  URL [flags]             one ad-hoc probe, print the record
+  wsprobe --help | --version
+
+FILE defaults to config.json. Records go to stdout, diagnostics to stderr.
+Exit codes: 0 success; 1 a record has a reason (once, probe); 2 usage or config error.
+
+probe flags (the config's probe fields):
+  --interpretation NAME     handshake_latency (default), round_trip_latency, connection_success
+  --timeout-ms N            deadline for the whole run, 100 to 30000 (default 10000)
+  --send TEXT               message to send (implies round_trip_latency)
+  --expect TEXT             substring the reply must contain (default: any reply)
+  --round-trip-scope S      message (default) or open_and_message
+  --protocol NAME           subprotocol to offer (repeatable)
+  --header 'Name: value'    extra handshake header (repeatable)
+  --label name=value        label for the record (repeatable)
+  --max-message-bytes N     largest reply read into memory (default 1048576)
+  --healthy-below MS        health threshold (default 200)
+  --unhealthy-above MS      health threshold (default 1000)
+  --ca-file PATH            PEM CA bundle instead of the built-in roots (wss://)
+  --server-name NAME        name for SNI and the certificate check (wss://)
+  --insecure                do not verify the certificate (wss://)
+  --count N                 runs (default 1)
+  --interval-ms N           between run starts (default 1000; 0 back to back)
+  --human                   a readable line per run and a summary, like ping
+";
+
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    Run { config: PathBuf },
+    Check { config: PathBuf },
+    Once { config: PathBuf, names: Vec<String> },
+    Probe(AdHoc),
+    Help,
+    Version,
+}
+
+/// `wsprobe probe`: the probe's fields as JSON, plus how to repeat it.
+#[derive(Debug, PartialEq)]
+pub struct AdHoc {
+    pub fields: Map<String, Value>,
+    pub count: u64,
+    pub interval: Duration,
+    pub human: bool,
+}
+
+/// A usage error, shown with a pointer to `--help`.
+#[derive(Debug, PartialEq)]
+pub struct UsageError(pub String);
+
+pub fn parse(args: Vec<OsString>) -> Result<Command, UsageError> {
+    let mut args = Args::new(args)?;
+    let Some(command) = args.next() else {
+        return Err(UsageError("no command given".into()));
+    };
+    match command.as_str() {
+        "-h" | "--help" | "help" => Ok(Command::Help),
+        "-V" | "--version" => Ok(Command::Version),
+        "run" | "check" => {
+            let mut config = PathBuf::from("config.json");
+            while let Some(arg) = args.next() {
+                match arg.as_str() {
+                    "-c" | "--config" => config = PathBuf::from(args.value(&arg)?),
+                    "-h" | "--help" => return Ok(Command::Help),
+                    _ => return Err(unexpected(&arg)),
+                }
+            }
+            Ok(if command == "run" {
+                Command::Run { config }
+            } else {
+                Command::Check { config }
+            })
+        }
+        "once" => {
+            let mut config = PathBuf::from("config.json");
+            let mut names = Vec::new();
+            while let Some(arg) = args.next() {
+                match arg.as_str() {
+                    "-c" | "--config" => config = PathBuf::from(args.value(&arg)?),
+                    "-p" | "--probe" => names.push(args.value(&arg)?),
+                    "-h" | "--help" => return Ok(Command::Help),
+                    _ => return Err(unexpected(&arg)),
+                }
+            }
+            Ok(Command::Once { config, names })
+        }
+        "probe" => parse_probe(&mut args),
+        "reflect" => Err(UsageError(
+            "reflect is not available in this version yet".into(),
+        )),
+        other => Err(UsageError(format!("unknown command {other:?}"))),
+    }
+}
+
+fn parse_probe(args: &mut Args) -> Result<Command, UsageError> {
+    let mut fields = Map::new();
+    let mut url = None;
+    let mut count = 1;
+    let mut interval = Duration::from_millis(1000);
+    let mut human = false;
+    let mut protocols = Vec::new();
+    let mut headers = Map::new();
+    let mut labels = Map::new();
+    let mut tls = Map::new();
+    let mut thresholds = Map::new();
+    while let Some(arg) = args.next() {
+        let text = |args: &mut Args| args.value(&arg).map(Value::String);
+        match arg.as_str() {
+            "--interpretation" => insert(&mut fields, "interpretation", text(args)?),
+            "--send" => insert(&mut fields, "send_message", text(args)?),
+            "--expect" => insert(&mut fields, "expect_message", text(args)?),
+            "--round-trip-scope" => insert(&mut fields, "round_trip_scope", text(args)?),
+            "--timeout-ms" => insert(&mut fields, "timeout_ms", args.number(&arg)?),
+            "--max-message-bytes" => insert(&mut fields, "max_message_bytes", args.number(&arg)?),
+            "--healthy-below" => insert(&mut thresholds, "healthy_below", args.float(&arg)?),
+            "--unhealthy-above" => insert(&mut thresholds, "unhealthy_above", args.float(&arg)?),
+            "--protocol" => protocols.push(text(args)?),
+            "--header" => {
+                let raw = args.value(&arg)?;
+                let (name, value) = raw.split_once(':').ok_or_else(|| {
+                    UsageError(format!(
+                        "--header wants 'Name: value', got {:?}",
+                        name_only(&raw)
+                    ))
+                })?;
+                let name = name.trim().to_owned();
+                if headers
+                    .keys()
+                    .any(|n: &String| n.eq_ignore_ascii_case(&name))
+                {
+                    return Err(UsageError(format!("--header {name} is given twice")));
+                }
+                headers.insert(name, Value::String(value.trim_start().to_owned()));
+            }
+            "--label" => {
+                let raw = args.value(&arg)?;
+                let (name, value) = raw
+                    .split_once('=')
+                    .ok_or_else(|| UsageError(format!("--label wants name=value, got {raw:?}")))?;
+                labels.insert(name.to_owned(), Value::String(value.to_owned()));
+            }
+            "--ca-file" => insert(&mut tls, "ca_file", text(args)?),
+            "--server-name" => insert(&mut tls, "server_name", text(args)?),
+            "--insecure" => insert(&mut tls, "insecure_skip_verify", Value::Bool(true)),
+            "--count" => match args.number(&arg)?.as_u64() {
+                Some(n) if n >= 1 => count = n,
+                _ => return Err(UsageError("--count must be 1 or more".into())),
+            },
+            "--interval-ms" => {
+                let ms = args.number(&arg)?.as_u64().unwrap_or(0);
+                interval = Duration::from_millis(ms);
+            }
+            "--human" => human = true,
+            "-h" | "--help" => return Ok(Command::Help),
+            flag if flag.starts_with('-') => return Err(unexpected(flag)),
+            _ if url.is_some() => return Err(UsageError(format!("a second URL {arg:?}"))),
+            _ => url = Some(arg.clone()),
+        }
+    }
+    let url = url.ok_or_else(|| UsageError("probe needs a URL".into()))?;
+    fields.insert("url".into(), Value::String(url));
+    if fields.contains_key("send_message") && !fields.contains_key("interpretation") {
+        fields.insert("interpretation".into(), "round_trip_latency".into());
+    }
+    for (key, map) in [
+        ("headers", headers),
+        ("labels", labels),
+        ("tls", tls),
+        ("thresholds", thresholds),
+    ] {
+        if !map.is_empty() {
+            fields.insert(key.into(), Value::Object(map));
+        }
+    }
+    if !protocols.is_empty() {
+        fields.insert("protocols".into(), Value::Array(protocols));
+    }
+    Ok(Command::Probe(AdHoc {
+        fields,
+        count,
+        interval,
+        human,
+    }))
+}
+
+fn insert(map: &mut Map<String, Value>, key: &str, value: Value) {
+    map.insert(key.to_owned(), value);
+}
+
+/// A header as it may be echoed in an error: its name only, never its value.
+fn name_only(raw: &str) -> String {
+    raw.split(':')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(40)
+        .collect()
+}
+
+fn unexpected(arg: &str) -> UsageError {
+    let known = [
+        "--interpretation",
+        "--timeout-ms",
+        "--send",
+        "--expect",
+        "--round-trip-scope",
+        "--protocol",
+        "--header",
+        "--label",
+        "--max-message-bytes",
+        "--healthy-below",
+        "--unhealthy-above",
+        "--ca-file",
+        "--server-name",
+        "--insecure",
+        "--count",
+        "--interval-ms",
+        "--human",
+        "--config",
+        "--probe",
+    ];
+    match crate::config::suggest(arg, &known) {
+        Some(s) => UsageError(format!("unknown argument {arg:?} (did you mean {s}?)")),
+        None => UsageError(format!("unknown argument {arg:?}")),
+    }
+}
+
+/// argv as UTF-8 strings, with `--flag=value` split in two.
+struct Args {
+    items: std::vec::IntoIter<String>,
+    pending_value: Option<String>,
+}
+
+impl Args {
+    fn new(args: Vec<OsString>) -> Result<Self, UsageError> {
+        let mut items = Vec::with_capacity(args.len());
+        for arg in args {
+            let arg = arg
+                .into_string()
+                .map_err(|a| UsageError(format!("argument {a:?} is not UTF-8")))?;
+            items.push(arg);
+        }
+        Ok(Args {
+            items: items.into_iter(),
+            pending_value: None,
+        })
+    }
+
+    fn next(&mut self) -> Option<String> {
+        if let Some(value) = self.pending_value.take() {
+            // A `--flag=value` whose flag takes no value.
+            return Some(format!("={value}"));
+        }
+        let arg = self.items.next()?;
+        if arg.starts_with("--") {
+            if let Some((flag, value)) = arg.split_once('=') {
+                self.pending_value = Some(value.to_owned());
+                return Some(flag.to_owned());
+            }
+        }
+        Some(arg)
+    }
+
+    fn value(&mut self, flag: &str) -> Result<String, UsageError> {
+        self.pending_value
+            .take()
+            .or_else(|| self.items.next())
+            .ok_or_else(|| UsageError(format!("{flag} needs a value")))
+    }
+
+    fn number(&mut self, flag: &str) -> Result<Value, UsageError> {
+        let raw = self.value(flag)?;
+        raw.parse::<u64>()
+            .map(Value::from)
+            .map_err(|_| UsageError(format!("{flag} wants a whole number, got {raw:?}")))
+    }
+
+    fn float(&mut self, flag: &str) -> Result<Value, UsageError> {
+        let raw = self.value(flag)?;
+        raw.parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(Value::from)
+            .ok_or_else(|| UsageError(format!("{flag} wants a number, got {raw:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(args: &[&str]) -> Result<Command, UsageError> {
+        parse(args.iter().map(OsString::from).collect())
+    }
+
+    #[test]
+    fn probe_flags_become_probe_fields() {
+        let Ok(Command::Probe(adhoc)) = parse_str(&[
+            "probe",
+            "ws://h/",
+            "--send=hi",
+            "--header",
+            "Origin: https://a",
+            "--protocol",
+            "p1",
+            "--count",
+            "3",
+            "--interval-ms",
+            "0",
+            "--insecure",
+        ]) else {
+            panic!("not a probe command");
+        };
+        assert_eq!(adhoc.count, 3);
+        assert_eq!(adhoc.interval, Duration::ZERO);
+        assert_eq!(adhoc.fields["interpretation"], "round_trip_latency");
+        assert_eq!(adhoc.fields["send_message"], "hi");
+        assert_eq!(adhoc.fields["headers"]["Origin"], "https://a");
+        assert_eq!(adhoc.fields["protocols"][0], "p1");
+        assert_eq!(adhoc.fields["tls"]["insecure_skip_verify"], true);
+    }
+
+    #[test]
+    fn usage_errors_are_refused() {
+        assert!(parse_str(&[]).is_err());
+        assert!(parse_str(&["probe"]).is_err());
+        assert!(parse_str(&["probe", "ws://h/", "--bogus"]).is_err());
+        assert!(parse_str(&["probe", "ws://h/", "--count", "x"]).is_err());
+        assert!(parse_str(&["probe", "ws://h/", "--human=yes"]).is_err());
+        assert!(parse_str(&["once", "-p"]).is_err());
+    }
+
+    #[test]
+    fn once_collects_probe_names() {
+        assert_eq!(
+            parse_str(&["once", "-c", "x.json", "-p", "a", "-p", "b"]),
+            Ok(Command::Once {
+                config: PathBuf::from("x.json"),
+                names: vec!["a".into(), "b".into()],
+            })
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! wsprobe: a WebSocket probe agent for routers and small appliances.
+//!
+//! Data flows config -> schedule -> probe -> outcome -> record -> writer.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod human;
+pub mod once;
+pub mod outcome;
+pub mod probe;
+pub mod record;
+pub mod redact;
+pub mod spec;
+pub mod writer;

@@ -1,0 +1,43 @@
+//! `wsprobe once`: every (or every named) probe once, concurrently.
+
+use std::thread;
+
+use crate::probe;
+use crate::record::Record;
+use crate::spec::ProbeSpec;
+use crate::writer::{Sink, StdoutClosed};
+
+/// Stack for a one-shot probe thread; see `schedule::PROBE_STACK`.
+const ONCE_STACK: usize = 256 * 1024;
+
+/// Runs the probes and writes each record as it completes. Returns whether
+/// any record has a reason.
+pub fn run_all(probes: Vec<ProbeSpec>, sink: &mut Sink) -> Result<bool, StdoutClosed> {
+    let (tx, rx) = crossbeam_channel::unbounded::<(String, bool)>();
+    for spec in probes {
+        let tx = tx.clone();
+        let name = spec.name.clone();
+        let spawned = thread::Builder::new()
+            .name(name.clone())
+            .stack_size(ONCE_STACK)
+            .spawn(move || {
+                let outcome = probe::run_guarded(&spec);
+                let line = Record::new(&spec, &outcome).to_line();
+                let _ = tx.send((line, outcome.reason.is_some()));
+            });
+        if let Err(e) = spawned {
+            eprintln!("wsprobe: cannot start a thread for probe {name:?}: {e}");
+            return Ok(true);
+        }
+    }
+    drop(tx);
+    let mut any_failed = false;
+    for (line, failed) in rx {
+        any_failed |= failed;
+        if let Err(e) = sink.write_line(&line)? {
+            eprintln!("wsprobe: cannot write a record to {}: {e}", sink.describe());
+            any_failed = true;
+        }
+    }
+    Ok(any_failed)
+}

@@ -1,0 +1,127 @@
+//! One probe run: `run(&ProbeSpec) -> Outcome`, phase by phase.
+//!
+//! Every phase takes the same `Deadline` (the probe's `timeout_ms`), so the
+//! whole run, resolution included, ends by it. The close afterwards has a
+//! deadline of its own and is not part of the measured value.
+
+pub mod connect;
+pub mod deadline;
+pub mod resolve;
+pub mod tls;
+pub mod ws;
+
+use std::time::Instant;
+
+use self::deadline::{Deadline, DeadlineStream};
+use self::ws::Transport;
+use crate::outcome::{Failure, Outcome};
+use crate::spec::ProbeSpec;
+
+/// Runs the probe once. Never panics on anything a server does; a failure
+/// is part of the outcome.
+pub fn run(spec: &ProbeSpec) -> Outcome {
+    let mut outcome = Outcome::begin();
+    let deadline = Deadline::at(outcome.started + spec.timeout);
+    if let Err(failure) = run_phases(spec, &deadline, &mut outcome) {
+        outcome.fail(failure);
+    }
+    outcome
+}
+
+fn run_phases(spec: &ProbeSpec, deadline: &Deadline, out: &mut Outcome) -> Result<(), Failure> {
+    let start = out.started;
+    let since = |from: Instant| Instant::now().saturating_duration_since(from);
+    let finish = |out: &mut Outcome, result| {
+        out.timings.total = Some(since(start));
+        result
+    };
+
+    let addrs = match spec.target.ip {
+        Some(ip) => resolve::literal(ip, spec.target.port),
+        None => {
+            let addrs = resolve::resolve(&spec.target, deadline);
+            out.timings.dns = Some(since(start));
+            match addrs {
+                Ok(addrs) => addrs,
+                Err(failure) => return finish(out, Err(failure)),
+            }
+        }
+    };
+
+    let mark = Instant::now();
+    let tcp = connect::connect(&addrs, deadline, &mut out.meta);
+    out.timings.connect = Some(since(mark));
+    let stream = match tcp {
+        Ok(tcp) => DeadlineStream::new(tcp, *deadline),
+        Err(failure) => return finish(out, Err(failure)),
+    };
+
+    let transport = match &spec.tls {
+        None => Transport::Plain(stream),
+        Some(setup) => {
+            let mark = Instant::now();
+            out.meta.tls_verified = Some(!setup.options.insecure_skip_verify);
+            let done = tls::server_name(setup, &spec.target.host)
+                .and_then(|name| tls::handshake(setup, name, stream));
+            out.timings.tls = Some(since(mark));
+            match done {
+                Ok(tls_stream) => {
+                    out.meta.tls_version = tls::version_name(&tls_stream);
+                    Transport::Tls(Box::new(tls_stream))
+                }
+                Err(failure) => return finish(out, Err(failure)),
+            }
+        }
+    };
+
+    let mark = Instant::now();
+    let upgraded = ws::upgrade(spec, transport, &mut out.meta);
+    out.timings.upgrade = Some(since(mark));
+    let mut socket = match upgraded {
+        Ok(socket) => socket,
+        Err(failure) => return finish(out, Err(failure)),
+    };
+    out.opened = true;
+    out.timings.open = Some(since(start));
+
+    let (result, ending) = match &spec.exchange {
+        None => (Ok(()), ws::Ending::Close(ws::CloseCode::Normal)),
+        Some(exchange) => match ws::exchange(&mut socket, exchange, out) {
+            Ok((sent, arrived)) => {
+                out.timings.rtt = Some(arrived.saturating_duration_since(sent));
+                out.timings.total = Some(arrived.saturating_duration_since(start));
+                (Ok(()), ws::Ending::Close(ws::CloseCode::Normal))
+            }
+            Err((failure, ending)) => (Err(failure), ending),
+        },
+    };
+    if out.timings.total.is_none() {
+        out.timings.total = Some(since(start));
+    }
+    out.meta.close_clean = ws::close(socket, ending);
+    result
+}
+
+/// `run`, with a panic turned into a failed outcome: a bug met by one
+/// probe must not take the agent, or the other probes, down.
+pub fn run_guarded(spec: &ProbeSpec) -> Outcome {
+    let started = Outcome::begin();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(spec))) {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            let mut outcome = started;
+            outcome.fail(Failure::new(
+                crate::outcome::Reason::WsOpenFailed,
+                None,
+                format!("internal error: the probe panicked: {detail}"),
+            ));
+            outcome.timings.total = Some(outcome.started.elapsed());
+            outcome
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! TLS for `wss://` over rustls (ring), timed as a phase of its own.
+//!
+//! The client configurations are built once when the config loads (the
+//! webpki root store is shared by every probe that does not bring its own
+//! CA); a run only creates a connection from one and drives the handshake.
+
+use std::io;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::Resumption;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore,
+    StreamOwned,
+};
+
+use super::deadline::DeadlineStream;
+use crate::outcome::{Failure, Phase};
+use crate::spec::{TlsOptions, TlsSetup};
+
+pub type TlsStream = StreamOwned<ClientConnection, DeadlineStream>;
+
+/// Builds the rustls clients for one config load, sharing what can be shared.
+pub struct TlsFactory {
+    provider: Arc<CryptoProvider>,
+    default_client: Option<Arc<ClientConfig>>,
+}
+
+impl Default for TlsFactory {
+    fn default() -> Self {
+        TlsFactory {
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+            default_client: None,
+        }
+    }
+}
+
+impl TlsFactory {
+    /// The client for these options; an error names what is wrong with them.
+    pub fn setup(&mut self, options: &TlsOptions) -> Result<TlsSetup, String> {
+        let client = match (&options.ca_file, options.insecure_skip_verify) {
+            (_, true) => self.client(RootCertStore::empty(), true)?,
+            (Some(path), false) => self.client(load_ca_file(path)?, false)?,
+            (None, false) => match &self.default_client {
+                Some(client) => client.clone(),
+                None => {
+                    let roots = RootCertStore {
+                        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                    };
+                    let client = self.client(roots, false)?;
+                    self.default_client = Some(client.clone());
+                    client
+                }
+            },
+        };
+        Ok(TlsSetup {
+            options: options.clone(),
+            client,
+        })
+    }
+
+    fn client(&self, roots: RootCertStore, insecure: bool) -> Result<Arc<ClientConfig>, String> {
+        let mut config = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        if insecure {
+            config
+                .dangerous()
+                .set_certificate_verifier(Arc::new(AcceptAnyCertificate(self.provider.clone())));
+        }
+        // Every run measures a full handshake, as a new client would see it,
+        // and no session state accumulates across runs.
+        config.resumption = Resumption::disabled();
+        // WebSocket upgrades are HTTP/1.1 (RFC 6455); say so to ALPN-aware
+        // load balancers so none of them picks h2.
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// Reads a PEM file that must hold at least one certificate.
+fn load_ca_file(path: &str) -> Result<RootCertStore, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {path}: {e}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{path} is not valid PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{path} holds no PEM certificate"));
+    }
+    let mut roots = RootCertStore::empty();
+    let (_, ignored) = roots.add_parsable_certificates(certs);
+    if roots.is_empty() {
+        return Err(format!(
+            "{path}: none of its {ignored} certificates could be used as a CA"
+        ));
+    }
+    Ok(roots)
+}
+
+/// The name checked in the certificate and sent in SNI.
+pub fn server_name(setup: &TlsSetup, url_host: &str) -> Result<ServerName<'static>, Failure> {
+    let name = setup.options.server_name.as_deref().unwrap_or(url_host);
+    ServerName::try_from(name.to_owned())
+        .map_err(|e| Failure::open_failed(Phase::Tls, format!("server name {name:?}: {e}")))
+}
+
+/// Runs the TLS handshake to completion within the stream's deadline.
+pub fn handshake(
+    setup: &TlsSetup,
+    name: ServerName<'static>,
+    stream: DeadlineStream,
+) -> Result<TlsStream, Failure> {
+    let conn = ClientConnection::new(setup.client.clone(), name)
+        .map_err(|e| Failure::open_failed(Phase::Tls, format!("TLS setup: {e}")))?;
+    let mut tls = StreamOwned::new(conn, stream);
+    while tls.conn.is_handshaking() {
+        if let Err(e) = tls.conn.complete_io(&mut tls.sock) {
+            return Err(handshake_failure(e));
+        }
+    }
+    Ok(tls)
+}
+
+/// `TLSv1.3` or `TLSv1.2`, as the record shows it.
+pub fn version_name(tls: &TlsStream) -> Option<&'static str> {
+    match tls.conn.protocol_version()? {
+        rustls::ProtocolVersion::TLSv1_3 => Some("TLSv1.3"),
+        rustls::ProtocolVersion::TLSv1_2 => Some("TLSv1.2"),
+        _ => Some("other"),
+    }
+}
+
+fn handshake_failure(error: io::Error) -> Failure {
+    if error.kind() == io::ErrorKind::TimedOut {
+        return Failure::handshake_timeout(Phase::Tls);
+    }
+    let detail = match error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
+        Some(tls_error) => describe(tls_error),
+        None if error.kind() == io::ErrorKind::UnexpectedEof => {
+            "TLS: the server closed the connection during the handshake".to_owned()
+        }
+        None => format!("TLS: {error}"),
+    };
+    Failure::open_failed(Phase::Tls, detail)
+}
+
+/// Says in plain words which check failed; the operator reads this at night.
+fn describe(error: &rustls::Error) -> String {
+    use CertificateError as C;
+    let cert = match error {
+        rustls::Error::InvalidCertificate(cert) => cert,
+        other => return format!("TLS: {other}"),
+    };
+    match cert {
+        C::UnknownIssuer => "TLS: certificate from an unknown issuer (not signed by a trusted \
+                             CA; set tls.ca_file for a private CA)"
+            .to_owned(),
+        C::Expired | C::ExpiredContext { .. } => format!("TLS: certificate expired ({cert})"),
+        C::NotValidYet | C::NotValidYetContext { .. } => {
+            format!("TLS: certificate not valid yet; check the device clock ({cert})")
+        }
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            format!("TLS: wrong name: {cert}")
+        }
+        other => format!("TLS: invalid certificate: {other}"),
+    }
+}
+
+/// `insecure_skip_verify`: any certificate is accepted, but the handshake
+/// signatures are still checked so the session itself is sound.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

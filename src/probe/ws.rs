@@ -1,0 +1,453 @@
+//! The WebSocket part of a run: upgrade, send, await the reply, close.
+
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+use tungstenite::client::IntoClientRequest;
+use tungstenite::error::{CapacityError, ProtocolError};
+use tungstenite::handshake::HandshakeError;
+use tungstenite::http::{HeaderName, HeaderValue};
+pub use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tungstenite::{Error, Message, WebSocket};
+
+use super::deadline::{Deadline, DeadlineStream};
+use super::tls::TlsStream;
+use crate::outcome::{Failure, Meta, Outcome, Phase, Reason};
+use crate::redact;
+use crate::spec::{Exchange, ProbeSpec};
+
+/// How long the server gets to answer our Close, after the measurement.
+pub const CLOSE_WAIT: Duration = Duration::from_millis(1000);
+
+/// `meta.last_reply` is cut to this many bytes.
+const LAST_REPLY_MAX: usize = 256;
+
+/// Read buffer per connection. tungstenite's 128 KiB default, zero-filled
+/// for every connection, would dominate the memory of a thousand probes.
+const READ_BUFFER: usize = 4096;
+
+/// The byte stream under the WebSocket: plain TCP or TLS, both deadline-bound.
+pub enum Transport {
+    Plain(DeadlineStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Transport {
+    fn tcp(&mut self) -> &mut DeadlineStream {
+        match self {
+            Transport::Plain(tcp) => tcp,
+            Transport::Tls(tls) => &mut tls.sock,
+        }
+    }
+
+    /// TLS close_notify (best effort), then the TCP shutdown.
+    fn shutdown(&mut self) {
+        if let Transport::Tls(tls) = self {
+            tls.conn.send_close_notify();
+            while tls.conn.wants_write() {
+                if tls.conn.write_tls(&mut tls.sock).is_err() {
+                    break;
+                }
+            }
+        }
+        self.tcp().shutdown();
+    }
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(tcp) => tcp.read(buf),
+            Transport::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(tcp) => tcp.write(buf),
+            Transport::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Plain(tcp) => tcp.flush(),
+            Transport::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
+/// Sends the upgrade request and checks the answer (RFC 6455 section 4.1).
+pub fn upgrade(
+    spec: &ProbeSpec,
+    transport: Transport,
+    meta: &mut Meta,
+) -> Result<WebSocket<Transport>, Failure> {
+    let request = build_request(spec)?;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(Some(spec.max_message_bytes))
+        .max_frame_size(Some(spec.max_message_bytes));
+    match tungstenite::client::client_with_config(request, transport, Some(config)) {
+        Ok((ws, response)) => {
+            meta.http_status = Some(response.status().as_u16());
+            meta.subprotocol = response
+                .headers()
+                .get("Sec-WebSocket-Protocol")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            Ok(ws)
+        }
+        // Only a `WouldBlock` can interrupt; the stream turns those into
+        // `TimedOut`, but a timeout is the only way to get here anyway.
+        Err(HandshakeError::Interrupted(_)) => Err(Failure::handshake_timeout(Phase::Upgrade)),
+        Err(HandshakeError::Failure(error)) => Err(upgrade_failure(error, meta)),
+    }
+}
+
+fn build_request(spec: &ProbeSpec) -> Result<tungstenite::handshake::client::Request, Failure> {
+    let invalid = |e: String| Failure::open_failed(Phase::Upgrade, e);
+    let mut request = spec
+        .target
+        .request_url()
+        .into_client_request()
+        .map_err(|e| invalid(format!("cannot build the upgrade request: {e}")))?;
+    let headers = request.headers_mut();
+    for (name, value) in &spec.headers {
+        // Both were checked at load time; the header name alone is named here.
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| invalid(format!("header {name}: invalid name")))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| invalid(format!("header {name}: invalid value")))?;
+        headers.append(name, value);
+    }
+    if let Some(userinfo) = &spec.target.userinfo {
+        if !headers.contains_key("authorization") {
+            let value = format!("Basic {}", base64(userinfo.as_bytes()));
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert("authorization", value);
+            }
+        }
+    }
+    if !spec.protocols.is_empty() {
+        let offer = HeaderValue::from_str(&spec.protocols.join(", "))
+            .map_err(|_| invalid("protocols: invalid value".to_owned()))?;
+        headers.insert("sec-websocket-protocol", offer);
+    }
+    Ok(request)
+}
+
+fn upgrade_failure(error: Error, meta: &mut Meta) -> Failure {
+    match error {
+        Error::Http(response) => {
+            let status = response.status();
+            meta.http_status = Some(status.as_u16());
+            meta.location = response
+                .headers()
+                .get("location")
+                .map(|v| redact::url(&String::from_utf8_lossy(v.as_bytes())));
+            Failure::open_failed(
+                Phase::Upgrade,
+                format!(
+                    "server answered HTTP {} {} instead of 101 Switching Protocols",
+                    status.as_u16(),
+                    status.canonical_reason().unwrap_or("")
+                )
+                .trim_end()
+                .to_owned(),
+            )
+        }
+        Error::Io(e) if e.kind() == io::ErrorKind::TimedOut => {
+            Failure::handshake_timeout(Phase::Upgrade)
+        }
+        Error::Io(e) => Failure::open_failed(
+            Phase::Upgrade,
+            format!("connection lost during the upgrade: {e}"),
+        ),
+        Error::Protocol(ProtocolError::HandshakeIncomplete) => Failure::open_failed(
+            Phase::Upgrade,
+            "the server closed the connection before answering the upgrade",
+        ),
+        Error::Protocol(ProtocolError::SecWebSocketAcceptKeyMismatch) => Failure::open_failed(
+            Phase::Upgrade,
+            "bad Sec-WebSocket-Accept: the server's answer does not match our key",
+        ),
+        Error::Protocol(ProtocolError::SecWebSocketSubProtocolError(e)) => {
+            Failure::open_failed(Phase::Upgrade, format!("subprotocol: {e}"))
+        }
+        Error::AttackAttempt => Failure::open_failed(
+            Phase::Upgrade,
+            "the upgrade answer is too large or arrives in too many tiny pieces",
+        ),
+        other => Failure::open_failed(Phase::Upgrade, format!("upgrade refused: {other}")),
+    }
+}
+
+/// How the exchange ended, for the close that follows.
+pub enum Ending {
+    /// We start the close handshake with this code.
+    Close(CloseCode),
+    /// The server sent its Close; ours goes out as the reply.
+    ServerClosed,
+    /// The TCP connection is gone; nothing to say on it.
+    Gone,
+}
+
+/// Sends the message and waits for the first reply that matches.
+///
+/// Returns the instant the message was written and when the reply arrived.
+pub fn exchange(
+    ws: &mut WebSocket<Transport>,
+    exchange: &Exchange,
+    outcome: &mut Outcome,
+) -> Result<(Instant, Instant), (Failure, Ending)> {
+    // On loopback the reply can arrive before `send` returns: stamp first.
+    let sent = Instant::now();
+    if let Err(e) = ws.send(Message::text(exchange.send.as_str())) {
+        return Err(read_failure(e, 0, &mut outcome.meta));
+    }
+    outcome.meta.skipped_messages = Some(0);
+    let mut skipped = 0u64;
+    loop {
+        let message = match ws.read() {
+            Ok(message) => message,
+            Err(e) => return Err(read_failure(e, skipped, &mut outcome.meta)),
+        };
+        let arrived = Instant::now();
+        let payload: &[u8] = match &message {
+            Message::Text(text) => text.as_bytes(),
+            Message::Binary(bytes) => bytes,
+            Message::Ping(_) => {
+                // The queued Pong only leaves on the next write or flush.
+                if let Err(e) = ws.flush() {
+                    return Err(read_failure(e, skipped, &mut outcome.meta));
+                }
+                continue;
+            }
+            Message::Pong(_) | Message::Frame(_) => continue,
+            Message::Close(frame) => {
+                let (code, reason) = match frame {
+                    Some(frame) => (u16::from(frame.code), Some(frame.reason.to_string())),
+                    None => (1005, None),
+                };
+                outcome.meta.close_code = Some(code);
+                outcome.meta.close_reason = reason.filter(|r| !r.is_empty());
+                let failure = Failure::new(
+                    Reason::WsClosedEarly,
+                    None,
+                    "the server closed the connection before the reply",
+                );
+                return Err((failure, Ending::ServerClosed));
+            }
+        };
+        if contains(payload, &exchange.expect) {
+            return Ok((sent, arrived));
+        }
+        skipped += 1;
+        outcome.meta.skipped_messages = Some(skipped);
+        outcome.meta.last_reply = Some(show_reply(&message));
+    }
+}
+
+/// Maps a read or write error during the exchange to the contract's reason.
+fn read_failure(error: Error, skipped: u64, meta: &mut Meta) -> (Failure, Ending) {
+    let gone = |meta: &mut Meta, detail: String| {
+        meta.close_code = Some(1006);
+        (
+            Failure::new(Reason::WsClosedEarly, None, detail),
+            Ending::Gone,
+        )
+    };
+    match error {
+        Error::Io(e) if e.kind() == io::ErrorKind::TimedOut => {
+            let failure = if skipped > 0 {
+                Failure::new(
+                    Reason::WsReplyMismatch,
+                    None,
+                    format!("{skipped} replies arrived, none matched expect_message"),
+                )
+            } else {
+                Failure::new(Reason::WsReplyTimeout, None, "no reply within the timeout")
+            };
+            (failure, Ending::Close(CloseCode::Normal))
+        }
+        Error::Io(e) => gone(meta, format!("connection lost: {e}")),
+        Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)
+        | Error::ConnectionClosed
+        | Error::AlreadyClosed => gone(
+            meta,
+            "the server ended the TCP connection without a Close frame".to_owned(),
+        ),
+        Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => (
+            Failure::new(
+                Reason::WsReplyMismatch,
+                None,
+                format!("a reply of {size} bytes exceeds max_message_bytes ({max_size}); not read"),
+            ),
+            Ending::Close(CloseCode::Size),
+        ),
+        Error::Utf8(_) => (
+            Failure::new(
+                Reason::WsReplyMismatch,
+                None,
+                "a text reply is not valid UTF-8",
+            ),
+            Ending::Close(CloseCode::Invalid),
+        ),
+        other => (
+            Failure::new(
+                Reason::WsReplyMismatch,
+                None,
+                format!("invalid reply: {other}"),
+            ),
+            Ending::Close(CloseCode::Protocol),
+        ),
+    }
+}
+
+/// Closes the connection and says whether the server's Close arrived in time.
+///
+/// The close has its own deadline after the measured interval, so it never
+/// changes the value. After the Close handshake the server is given the rest
+/// of that time to end TCP first (RFC 6455 section 7.1.1), which keeps the
+/// TIME_WAIT state on its side rather than on the router's.
+pub fn close(mut ws: WebSocket<Transport>, ending: Ending) -> Option<bool> {
+    let deadline = Deadline::after(CLOSE_WAIT);
+    ws.get_mut().tcp().set_deadline(deadline);
+    let clean = match ending {
+        Ending::Gone => None,
+        Ending::ServerClosed => {
+            let _ = ws.flush();
+            Some(true)
+        }
+        Ending::Close(code) => {
+            let frame = CloseFrame {
+                code,
+                reason: "".into(),
+            };
+            Some(ws.close(Some(frame)).is_ok() && await_close(&mut ws))
+        }
+    };
+    let mut transport = ws.into_inner();
+    if clean == Some(true) {
+        await_eof(&mut transport);
+    }
+    transport.shutdown();
+    clean
+}
+
+fn await_close(ws: &mut WebSocket<Transport>) -> bool {
+    loop {
+        match ws.read() {
+            Ok(Message::Close(_)) | Err(Error::ConnectionClosed) => return true,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Reads (and drops) until the server ends the connection or time is up.
+fn await_eof(transport: &mut Transport) {
+    let mut scratch = [0u8; 512];
+    let mut budget = 64 * 1024;
+    while budget > 0 {
+        match transport.read(&mut scratch) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => budget -= n.min(budget),
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A reply as `meta.last_reply` shows it: text cut at a character boundary,
+/// binary as `hex:` and hex digits, at most `LAST_REPLY_MAX` bytes either way.
+fn show_reply(message: &Message) -> String {
+    match message {
+        Message::Text(text) => {
+            let text = text.as_str();
+            let mut end = text.len().min(LAST_REPLY_MAX);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text[..end].to_owned()
+        }
+        Message::Binary(bytes) => {
+            let shown = &bytes[..bytes.len().min((LAST_REPLY_MAX - 4) / 2)];
+            let mut out = String::with_capacity(4 + shown.len() * 2);
+            out.push_str("hex:");
+            for byte in shown {
+                out.push_str(&format!("{byte:02x}"));
+            }
+            out
+        }
+        _ => String::new(),
+    }
+}
+
+/// Standard base64 with padding, for HTTP Basic credentials from the URL.
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+    }
+
+    #[test]
+    fn blank_expectation_matches_anything_and_bytes_match_as_bytes() {
+        assert!(contains(b"anything", b""));
+        assert!(contains(b"{\"op\":\"pong\"}", b"\"op\":\"pong\""));
+        assert!(!contains(b"{\"op\":\"ping\"}", b"\"op\":\"pong\""));
+        assert!(contains(&[0, 1, 2, 3], &[1, 2]));
+    }
+
+    #[test]
+    fn last_reply_is_cut_at_a_character_boundary() {
+        let long = "é".repeat(200);
+        let shown = show_reply(&Message::text(long));
+        assert!(shown.len() <= LAST_REPLY_MAX);
+        assert_eq!(shown.len(), 256);
+        let binary = show_reply(&Message::binary(vec![0xabu8; 1000]));
+        assert!(binary.starts_with("hex:abab"));
+        assert!(binary.len() <= LAST_REPLY_MAX);
+    }
+}

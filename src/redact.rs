@@ -1,0 +1,116 @@
+//! Keeping secrets out of records and logs.
+//!
+//! URLs keep their shape with credentials replaced; header values are never
+//! written at all, so only header names need a rule here.
+
+/// Query parameters whose names contain one of these (any case) are secret.
+const SECRET_PARAM_WORDS: [&str; 9] = [
+    "token",
+    "key",
+    "secret",
+    "pass",
+    "auth",
+    "sig",
+    "session",
+    "credential",
+    "jwt",
+];
+
+/// Header names whose values are secret when named in an error.
+const SECRET_HEADER_WORDS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
+
+pub const REDACTED: &str = "REDACTED";
+
+/// The URL (absolute or a relative redirect target) with userinfo and secret
+/// query values replaced by `REDACTED`.
+pub fn url(raw: &str) -> String {
+    let (before_fragment, fragment) = match raw.find('#') {
+        Some(at) => raw.split_at(at),
+        None => (raw, ""),
+    };
+    let (base, query) = match before_fragment.find('?') {
+        Some(at) => (&before_fragment[..at], Some(&before_fragment[at + 1..])),
+        None => (before_fragment, None),
+    };
+    let mut out = redact_userinfo(base);
+    if let Some(query) = query {
+        out.push('?');
+        let params: Vec<String> = query.split('&').map(redact_param).collect();
+        out.push_str(&params.join("&"));
+    }
+    out.push_str(fragment);
+    out
+}
+
+fn redact_userinfo(base: &str) -> String {
+    let Some(scheme_end) = base.find("://") else {
+        return base.to_owned();
+    };
+    let authority_start = scheme_end + 3;
+    let rest = &base[authority_start..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}{REDACTED}@{}", &base[..authority_start], &rest[at + 1..]),
+        None => base.to_owned(),
+    }
+}
+
+fn redact_param(param: &str) -> String {
+    match param.split_once('=') {
+        Some((name, _)) if is_secret_param(name) => format!("{name}={REDACTED}"),
+        _ => param.to_owned(),
+    }
+}
+
+fn is_secret_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_PARAM_WORDS.iter().any(|word| name.contains(word))
+}
+
+/// A header value as it may appear in an error message.
+pub fn header_value<'a>(name: &str, value: &'a str) -> &'a str {
+    let name = name.to_ascii_lowercase();
+    if SECRET_HEADER_WORDS.iter().any(|word| name.contains(word)) {
+        REDACTED
+    } else {
+        value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn userinfo_and_secret_parameters_are_redacted() {
+        assert_eq!(
+            url("wss://bob:hunter2@example.com:8443/s?room=1&access_token=abc&Sig=x#frag"),
+            "wss://REDACTED@example.com:8443/s?room=1&access_token=REDACTED&Sig=REDACTED#frag"
+        );
+    }
+
+    #[test]
+    fn every_secret_word_is_caught_in_any_case() {
+        for word in SECRET_PARAM_WORDS {
+            let name = format!("x{}", word.to_uppercase());
+            assert_eq!(
+                url(&format!("ws://h/?{name}=v")),
+                format!("ws://h/?{name}=REDACTED")
+            );
+        }
+    }
+
+    #[test]
+    fn plain_urls_and_relative_locations_keep_their_shape() {
+        assert_eq!(url("ws://example.com/socket"), "ws://example.com/socket");
+        assert_eq!(url("/login?next=/&token=t"), "/login?next=/&token=REDACTED");
+        assert_eq!(url("ws://h/p@q?x=1"), "ws://h/p@q?x=1");
+    }
+
+    #[test]
+    fn only_credential_headers_are_hidden() {
+        assert_eq!(header_value("Authorization", "Bearer t"), REDACTED);
+        assert_eq!(header_value("X-Cookie-Jar", "c"), REDACTED);
+        assert_eq!(header_value("Origin", "https://a"), "https://a");
+    }
+}

@@ -1,0 +1,161 @@
+//! `ProbeSpec` and its parts: one probe, typed and already valid.
+//!
+//! Nothing here parses JSON; `config` builds these values and refuses
+//! anything that would not fit, so the probe never re-checks a field.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the record's `value` means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interpretation {
+    HandshakeLatency,
+    RoundTripLatency,
+    ConnectionSuccess,
+}
+
+impl Interpretation {
+    pub const ALL: [Interpretation; 3] = [
+        Interpretation::HandshakeLatency,
+        Interpretation::RoundTripLatency,
+        Interpretation::ConnectionSuccess,
+    ];
+
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            Interpretation::HandshakeLatency => "handshake_latency",
+            Interpretation::RoundTripLatency => "round_trip_latency",
+            Interpretation::ConnectionSuccess => "connection_success",
+        }
+    }
+
+    pub fn from_wire(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|i| i.wire_name() == name)
+    }
+}
+
+/// Where the round-trip value starts counting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoundTripScope {
+    /// From the moment the message was written (the seed's table).
+    Message,
+    /// From the start of the probe, so the open is included.
+    OpenAndMessage,
+}
+
+/// The round-trip exchange; present exactly on `round_trip_latency` probes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exchange {
+    pub send: String,
+    /// Substring a reply must contain; empty accepts any reply.
+    pub expect: Vec<u8>,
+    pub scope: RoundTripScope,
+}
+
+/// Health thresholds in milliseconds (`healthy_below <= unhealthy_above`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Thresholds {
+    pub healthy_below: f64,
+    pub unhealthy_above: f64,
+}
+
+impl Default for Thresholds {
+    /// The seed's threshold idea for both latency interpretations.
+    fn default() -> Self {
+        Thresholds {
+            healthy_below: 200.0,
+            unhealthy_above: 1000.0,
+        }
+    }
+}
+
+/// The URL, parsed once at load time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub secure: bool,
+    /// Host as written, without IPv6 brackets.
+    pub host: String,
+    /// Set when the host is an IP literal: resolution is skipped.
+    pub ip: Option<IpAddr>,
+    pub port: u16,
+    /// Path and query, never empty (at least `/`).
+    pub path_and_query: String,
+    /// `user:password` from the URL, sent as HTTP Basic credentials.
+    pub userinfo: Option<String>,
+}
+
+impl Target {
+    /// The authority for the `Host` header and the request URI.
+    pub fn authority(&self) -> String {
+        let host = match self.ip {
+            Some(IpAddr::V6(_)) => format!("[{}]", self.host),
+            _ => self.host.clone(),
+        };
+        let default_port = if self.secure { 443 } else { 80 };
+        if self.port == default_port {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    /// The URL as sent in the request (no userinfo).
+    pub fn request_url(&self) -> String {
+        let scheme = if self.secure { "wss" } else { "ws" };
+        format!("{scheme}://{}{}", self.authority(), self.path_and_query)
+    }
+}
+
+/// The `tls` options, and the rustls client built from them at load time.
+#[derive(Clone)]
+pub struct TlsSetup {
+    pub options: TlsOptions,
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    pub ca_file: Option<String>,
+    pub server_name: Option<String>,
+    pub insecure_skip_verify: bool,
+}
+
+impl PartialEq for TlsSetup {
+    /// Two setups are the same when their options are: the client is derived.
+    fn eq(&self, other: &Self) -> bool {
+        self.options == other.options
+    }
+}
+
+impl fmt::Debug for TlsSetup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.options.fmt(f)
+    }
+}
+
+/// One configured probe, valid by construction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeSpec {
+    pub name: String,
+    /// The URL with secrets redacted, as written into every record.
+    pub display_url: String,
+    pub target: Target,
+    pub interpretation: Interpretation,
+    pub timeout: Duration,
+    pub interval: Duration,
+    /// Present exactly when `interpretation` is round-trip.
+    pub exchange: Option<Exchange>,
+    pub protocols: Vec<String>,
+    /// Extra handshake headers, in file order; values are secret.
+    pub headers: Vec<(String, String)>,
+    /// Top-level, default and probe labels, merged.
+    pub labels: BTreeMap<String, String>,
+    pub max_message_bytes: usize,
+    /// `None` on `connection_success`, whose health is fixed.
+    pub thresholds: Option<Thresholds>,
+    /// Present exactly on `wss://` probes.
+    pub tls: Option<TlsSetup>,
+}
