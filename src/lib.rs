@@ -11,5 +11,6 @@ pub mod outcome;
 pub mod probe;
 pub mod record;
 pub mod redact;
+pub mod schedule;
 pub mod spec;
 pub mod writer;

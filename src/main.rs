@@ -7,7 +7,7 @@ use wsprobe::cli::{self, AdHoc, Command};
 use wsprobe::config::{self, Config, ConfigError};
 use wsprobe::record::Record;
 use wsprobe::writer::Sink;
-use wsprobe::{human, once, probe};
+use wsprobe::{human, once, probe, schedule};
 
 /// Success, or every record without a reason.
 const EXIT_OK: u8 = 0;
@@ -52,11 +52,22 @@ fn main() -> ExitCode {
         }
         Command::Probe(adhoc) => probe_command(adhoc),
         Command::Run { config } => {
-            let Some(_loaded) = load(&config) else {
+            let Some(loaded) = load(&config) else {
                 return ExitCode::from(EXIT_USAGE);
             };
-            eprintln!("wsprobe: run is not available in this version yet");
-            EXIT_USAGE
+            match schedule::run(&config, loaded) {
+                schedule::Exit::Signalled => EXIT_OK,
+                schedule::Exit::StdoutClosed(e) => {
+                    eprintln!(
+                        "wsprobe: stdout is closed ({e}); nobody reads the records, stopping"
+                    );
+                    EXIT_PROBE_FAILED
+                }
+                schedule::Exit::Failed(e) => {
+                    eprintln!("wsprobe: {e}");
+                    EXIT_USAGE
+                }
+            }
         }
     })
 }

@@ -4,11 +4,9 @@ use std::thread;
 
 use crate::probe;
 use crate::record::Record;
+use crate::schedule::PROBE_STACK;
 use crate::spec::ProbeSpec;
 use crate::writer::{Sink, StdoutClosed};
-
-/// Stack for a one-shot probe thread; see `schedule::PROBE_STACK`.
-const ONCE_STACK: usize = 256 * 1024;
 
 /// Runs the probes and writes each record as it completes. Returns whether
 /// any record has a reason.
@@ -19,7 +17,7 @@ pub fn run_all(probes: Vec<ProbeSpec>, sink: &mut Sink) -> Result<bool, StdoutCl
         let name = spec.name.clone();
         let spawned = thread::Builder::new()
             .name(name.clone())
-            .stack_size(ONCE_STACK)
+            .stack_size(PROBE_STACK)
             .spawn(move || {
                 let outcome = probe::run_guarded(&spec);
                 let line = Record::new(&spec, &outcome).to_line();

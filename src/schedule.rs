@@ -1,0 +1,389 @@
+//! `wsprobe run`: one thread per probe at a fixed rate, one writer thread,
+//! and the signals that stop or reload them.
+//!
+//! ```text
+//! probe threads --(bounded channel of lines)--> writer thread --> output
+//!        ^                                          |
+//!        | stop (dropped sender)                    | stdout closed
+//! main thread <--(control channel)-- signal thread  v
+//! ```
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{select, Receiver, Sender};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+use crate::config::{self, Config, Output};
+use crate::probe;
+use crate::record::Record;
+use crate::spec::ProbeSpec;
+use crate::writer::Sink;
+
+/// Stack for a probe thread. A `wss://` run was measured to need about
+/// 24 KiB in a release build and 96 KiB in a debug build (see README,
+/// `benches/stack.rs`); 256 KiB leaves a wide margin. Only touched pages
+/// count towards RSS, so the margin costs address space, not memory.
+pub const PROBE_STACK: usize = 256 * 1024;
+
+/// The first run starts at a random point in [0, min(interval, this)).
+const MAX_START_SPREAD: Duration = Duration::from_secs(5);
+
+/// Lines waiting for the writer before probe threads wait for it.
+const LINE_QUEUE: usize = 1024;
+
+/// The writer reports dropped records at most this often.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// After SIGTERM the writer gets this long to flush what is queued.
+const SHUTDOWN_FLUSH: Duration = Duration::from_millis(800);
+
+/// How `run` ended, for `main` to turn into an exit code.
+pub enum Exit {
+    /// SIGTERM or SIGINT: every completed record was flushed.
+    Signalled,
+    /// stdout was closed: nobody reads the records any more.
+    StdoutClosed(String),
+    /// Something the agent needs could not be set up.
+    Failed(String),
+}
+
+enum Control {
+    Stop(&'static str),
+    Reload,
+    StdoutClosed(String),
+}
+
+enum ToWriter {
+    Line(String),
+    Reopen(Output),
+}
+
+/// A running probe thread. Nothing is ever sent on `_stop`: dropping it
+/// (with the `Worker`) wakes the thread, which then ends.
+struct Worker {
+    spec: Arc<ProbeSpec>,
+    _stop: Sender<()>,
+}
+
+/// Runs the agent until a signal stops it.
+pub fn run(config_path: &Path, config: Config) -> Exit {
+    let (control_tx, control_rx) = crossbeam_channel::unbounded();
+    if let Err(e) = forward_signals(control_tx.clone()) {
+        return Exit::Failed(format!("cannot install signal handlers: {e}"));
+    }
+
+    let mut sink = Sink::open(&config.output);
+    if let Err(e) = sink.reopen() {
+        return Exit::Failed(format!("cannot open {}: {e}", sink.describe()));
+    }
+    let (line_tx, line_rx) = crossbeam_channel::bounded(LINE_QUEUE);
+    let (writer_stop_tx, writer_stop_rx) = crossbeam_channel::bounded(1);
+    // The writer drops `writer_done_tx` when it returns: that is the signal.
+    let (writer_done_tx, writer_done_rx) = crossbeam_channel::bounded::<()>(0);
+    let spawned = thread::Builder::new()
+        .name("wsprobe-writer".into())
+        .spawn(move || {
+            let _done = writer_done_tx;
+            write_lines(sink, line_rx, writer_stop_rx, control_tx)
+        });
+    if let Err(e) = spawned {
+        return Exit::Failed(format!("cannot start the writer thread: {e}"));
+    }
+
+    log(&format!(
+        "started {} probe(s): {}; records to {}",
+        config.probes.len(),
+        names(&config.probes),
+        describe_output(&config.output)
+    ));
+    let mut workers: HashMap<String, Worker> = HashMap::new();
+    let mut output = config.output.clone();
+    apply(&mut workers, config.probes, &line_tx);
+
+    let exit = loop {
+        match control_rx.recv() {
+            Ok(Control::Stop(signal)) => {
+                log(&format!("{signal}: stopping"));
+                break Exit::Signalled;
+            }
+            Ok(Control::StdoutClosed(e)) => break Exit::StdoutClosed(e),
+            Ok(Control::Reload) => reload(config_path, &mut workers, &mut output, &line_tx),
+            Err(_) => break Exit::Failed("the signal thread stopped".into()),
+        }
+    };
+
+    // In-flight runs are abandoned: their threads are not waited for, and
+    // what they send after this is never written. Completed lines are.
+    drop(workers);
+    let _ = writer_stop_tx.send(());
+    let _ = writer_done_rx.recv_timeout(SHUTDOWN_FLUSH);
+    exit
+}
+
+fn forward_signals(control: Sender<Control>) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    thread::Builder::new()
+        .name("wsprobe-signals".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            for signal in signals.forever() {
+                let event = match signal {
+                    SIGHUP => Control::Reload,
+                    SIGINT => Control::Stop("SIGINT"),
+                    _ => Control::Stop("SIGTERM"),
+                };
+                if control.send(event).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// SIGHUP: re-read the config; keep the old one if the new one is invalid.
+fn reload(
+    path: &Path,
+    workers: &mut HashMap<String, Worker>,
+    output: &mut Output,
+    lines: &Sender<ToWriter>,
+) {
+    let config = match config::load_file(path, &config::process_env) {
+        Ok(config) => config,
+        Err(errors) => {
+            for error in &errors {
+                log(&format!("reload: {}: {error}", path.display()));
+            }
+            log(&format!(
+                "reload: {} problem(s); still running the previous config",
+                errors.len()
+            ));
+            return;
+        }
+    };
+    for warning in &config.warnings {
+        log(&format!("reload: warning: {warning}"));
+    }
+    let (started, stopped, restarted) = apply(workers, config.probes, lines);
+    if config.output != *output {
+        log(&format!(
+            "reload: records now go to {}",
+            describe_output(&config.output)
+        ));
+        *output = config.output.clone();
+    }
+    // Reopen even when unchanged: logrotate has moved the file away.
+    let _ = lines.send(ToWriter::Reopen(config.output));
+    log(&format!(
+        "reload: {} probe(s); {started} started, {stopped} stopped, {restarted} restarted",
+        workers.len()
+    ));
+}
+
+/// Makes `workers` run exactly `probes`: unchanged probes keep their thread
+/// and schedule, changed ones restart, new ones start, removed ones stop.
+fn apply(
+    workers: &mut HashMap<String, Worker>,
+    probes: Vec<ProbeSpec>,
+    lines: &Sender<ToWriter>,
+) -> (usize, usize, usize) {
+    let (mut started, mut restarted) = (0, 0);
+    let wanted: Vec<String> = probes.iter().map(|p| p.name.clone()).collect();
+    let before = workers.len();
+    workers.retain(|name, _| wanted.contains(name));
+    let stopped = before - workers.len();
+    for spec in probes {
+        match workers.get(&spec.name) {
+            Some(worker) if *worker.spec == spec => continue,
+            Some(_) => restarted += 1,
+            None => started += 1,
+        }
+        let spec = Arc::new(spec);
+        match start_worker(spec.clone(), lines.clone()) {
+            Ok(stop) => {
+                workers.insert(spec.name.clone(), Worker { spec, _stop: stop });
+            }
+            Err(e) => log(&format!("cannot start probe {:?}: {e}", spec.name)),
+        }
+    }
+    (started, stopped, restarted)
+}
+
+fn start_worker(spec: Arc<ProbeSpec>, lines: Sender<ToWriter>) -> std::io::Result<Sender<()>> {
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+    thread::Builder::new()
+        .name(spec.name.clone())
+        .stack_size(PROBE_STACK)
+        .spawn(move || probe_loop(&spec, &stop_rx, &lines))?;
+    Ok(stop_tx)
+}
+
+/// One probe's life: a random first start, then runs at a fixed rate.
+fn probe_loop(spec: &ProbeSpec, stop: &Receiver<()>, lines: &Sender<ToWriter>) {
+    let spread = spec.interval.min(MAX_START_SPREAD);
+    let mut next = Instant::now() + random_below(spread, &spec.name);
+    loop {
+        // The stop sender is dropped, never used: a disconnect is the signal.
+        match stop.recv_deadline(next) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let outcome = probe::run_guarded(spec);
+        let line = Record::new(spec, &outcome).to_line();
+        if lines.send(ToWriter::Line(line)).is_err() {
+            return;
+        }
+        next = next_tick(next, spec.interval, Instant::now());
+    }
+}
+
+/// The next start at a fixed rate from `previous`, skipping the ticks a
+/// long run overran: runs never stack up and never drift.
+pub fn next_tick(previous: Instant, interval: Duration, now: Instant) -> Instant {
+    let next = previous + interval;
+    if next > now {
+        return next;
+    }
+    let behind = now.duration_since(next).as_nanos();
+    let missed = behind / interval.as_nanos().max(1) + 1;
+    next + interval * u32::try_from(missed).unwrap_or(u32::MAX)
+}
+
+/// The writer thread: one write per line, flushed at once.
+fn write_lines(
+    mut sink: Sink,
+    lines: Receiver<ToWriter>,
+    stop: Receiver<()>,
+    control: Sender<Control>,
+) {
+    let mut last_report: Option<Instant> = None;
+    let mut handle = |message: ToWriter, sink: &mut Sink| -> bool {
+        match message {
+            ToWriter::Line(line) => match sink.write_line(&line) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let due = last_report.is_none_or(|t| t.elapsed() >= DROP_REPORT_EVERY);
+                    if due {
+                        log(&format!(
+                            "cannot write records to {}: {e}; {} record(s) dropped so far",
+                            sink.describe(),
+                            sink.dropped
+                        ));
+                        last_report = Some(Instant::now());
+                    }
+                }
+                Err(closed) => {
+                    let _ = control.send(Control::StdoutClosed(closed.0.to_string()));
+                    return false;
+                }
+            },
+            ToWriter::Reopen(output) => {
+                let dropped = sink.dropped;
+                *sink = Sink::open(&output);
+                sink.dropped = dropped;
+                if let Err(e) = sink.reopen() {
+                    log(&format!(
+                        "cannot open {}: {e}; will retry at each record",
+                        sink.describe()
+                    ));
+                }
+            }
+        }
+        true
+    };
+    loop {
+        select! {
+            recv(lines) -> message => match message {
+                Ok(message) => if !handle(message, &mut sink) { return },
+                Err(_) => return,
+            },
+            recv(stop) -> _ => {
+                // Write what was complete when the stop came, then leave.
+                while let Ok(message) = lines.try_recv() {
+                    if !handle(message, &mut sink) {
+                        return;
+                    }
+                }
+                return;
+            },
+        }
+    }
+}
+
+/// A random duration in [0, max), different per probe and per process.
+/// Spreading start times needs no cryptographic randomness.
+fn random_below(max: Duration, salt: &str) -> Duration {
+    if max.is_zero() {
+        return Duration::ZERO;
+    }
+    let mut x = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ u64::from(std::process::id()).rotate_left(32);
+    for byte in salt.bytes() {
+        x = (x ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+    }
+    // xorshift64* scrambles the mixed seed.
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    Duration::from_nanos(r % max.as_nanos() as u64)
+}
+
+fn names(probes: &[ProbeSpec]) -> String {
+    probes
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn describe_output(output: &Output) -> String {
+    match output {
+        Output::Stdout => "stdout".into(),
+        Output::File(path) => path.display().to_string(),
+    }
+}
+
+/// Agent log lines go to stderr, never to the records' output.
+fn log(message: &str) {
+    eprintln!("wsprobe: {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_tick_keeps_a_fixed_rate() {
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        assert_eq!(
+            next_tick(t0, second, t0 + Duration::from_millis(300)),
+            t0 + second
+        );
+    }
+
+    #[test]
+    fn next_tick_skips_missed_ticks_instead_of_stacking_them() {
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        let late = t0 + Duration::from_millis(3500);
+        assert_eq!(next_tick(t0, second, late), t0 + 4 * second);
+        assert_eq!(next_tick(t0, second, t0 + second), t0 + 2 * second);
+    }
+
+    #[test]
+    fn random_start_stays_below_its_bound() {
+        let bound = Duration::from_millis(5000);
+        for salt in ["a", "b", "probe-17"] {
+            assert!(random_below(bound, salt) < bound);
+        }
+        assert_eq!(random_below(Duration::ZERO, "a"), Duration::ZERO);
+    }
+}
