@@ -38,6 +38,10 @@ probe flags (the config's probe fields):
   --ca-file PATH            PEM CA bundle instead of the built-in roots (wss://)
   --server-name NAME        name for SNI and the certificate check (wss://)
   --insecure                do not verify the certificate (wss://)
+  -4, -6                    use only IPv4 or only IPv6 (default: both, Happy Eyeballs)
+  --interface NAME          send through this interface (SO_BINDTODEVICE)
+  --source-ip ADDR          bind to this source address before connecting
+  --fwmark MARK             mark the packets (SO_MARK), for policy routing
   --count N                 runs (default 1)
   --interval-ms N           between run starts (default 1000; 0 back to back)
   --human                   a readable line per run and a summary, like ping
@@ -169,6 +173,18 @@ fn parse_probe(args: &mut Args) -> Result<Command, UsageError> {
                 interval = Duration::from_millis(ms);
             }
             "--human" => human = true,
+            "-4" => insert(&mut fields, "ip_version", "4".into()),
+            "-6" => insert(&mut fields, "ip_version", "6".into()),
+            "--interface" => insert(&mut fields, "bind_interface", text(args)?),
+            "--source-ip" => insert(&mut fields, "source_ip", text(args)?),
+            "--fwmark" => {
+                let raw = args.value(&arg)?;
+                let mark = match raw.parse::<u64>() {
+                    Ok(n) => Value::from(n),
+                    Err(_) => Value::String(raw),
+                };
+                insert(&mut fields, "fwmark", mark);
+            }
             "-h" | "--help" => return Ok(Command::Help),
             flag if flag.starts_with('-') => return Err(unexpected(flag)),
             _ if url.is_some() => return Err(UsageError(format!("a second URL {arg:?}"))),

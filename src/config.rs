@@ -15,12 +15,13 @@ use serde_json::{Map, Value};
 use crate::probe::tls::TlsFactory;
 use crate::redact;
 use crate::spec::{
-    Exchange, Interpretation, ProbeSpec, RoundTripScope, Target, Thresholds, TlsOptions,
+    Exchange, Interpretation, IpVersion, ProbeSpec, RoundTripScope, Route, Target, Thresholds,
+    TlsOptions,
 };
 
 const TOP_LEVEL_FIELDS: [&str; 4] = ["labels", "defaults", "output", "probes"];
 const OUTPUT_FIELDS: [&str; 1] = ["ndjson"];
-const PROBE_FIELDS: [&str; 15] = [
+const PROBE_FIELDS: [&str; 19] = [
     "name",
     "url",
     "interpretation",
@@ -36,6 +37,10 @@ const PROBE_FIELDS: [&str; 15] = [
     "max_message_bytes",
     "thresholds",
     "tls",
+    "ip_version",
+    "bind_interface",
+    "source_ip",
+    "fwmark",
 ];
 const THRESHOLD_FIELDS: [&str; 2] = ["healthy_below", "unhealthy_above"];
 const TLS_FIELDS: [&str; 3] = ["ca_file", "server_name", "insecure_skip_verify"];
@@ -172,6 +177,10 @@ struct Fields {
     tls_server_name: Option<String>,
     tls_insecure: Option<bool>,
     tls_set: bool,
+    ip_version: Option<IpVersion>,
+    bind_interface: Option<String>,
+    source_ip: Option<IpAddr>,
+    fwmark: Option<u32>,
 }
 
 struct Loader<'a> {
@@ -398,6 +407,53 @@ impl<'a> Loader<'a> {
                 "tls" => {
                     f.tls_set = true;
                     self.tls_fields(place, value, &mut f);
+                }
+                "ip_version" => {
+                    f.ip_version = match value {
+                        Value::String(s) if s == "any" => Some(IpVersion::Any),
+                        Value::String(s) if s == "4" => Some(IpVersion::V4),
+                        Value::String(s) if s == "6" => Some(IpVersion::V6),
+                        Value::Number(n) if n.as_u64() == Some(4) => Some(IpVersion::V4),
+                        Value::Number(n) if n.as_u64() == Some(6) => Some(IpVersion::V6),
+                        _ => {
+                            self.error(place, field, format!("must be \"any\", 4 or 6 (got {value})"));
+                            None
+                        }
+                    }
+                }
+                "bind_interface" => {
+                    f.bind_interface = self.string(place, field, value).filter(|name| {
+                        let valid = (1..=15).contains(&name.len())
+                            && name != "."
+                            && name != ".."
+                            && !name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+                        if !valid {
+                            self.error(place, field, format!("{name:?} is not an interface name (1 to 15 bytes, no '/', ':' or spaces)"));
+                        }
+                        valid
+                    })
+                }
+                "source_ip" => {
+                    f.source_ip = match value.as_str().map(str::parse::<IpAddr>) {
+                        Some(Ok(ip)) => Some(ip),
+                        _ => {
+                            self.error(place, field, format!("must be an IPv4 or IPv6 address (got {value})"));
+                            None
+                        }
+                    }
+                }
+                "fwmark" => {
+                    let parsed = match value {
+                        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+                        Value::String(s) => s
+                            .strip_prefix("0x")
+                            .and_then(|hex| u32::from_str_radix(hex, 16).ok()),
+                        _ => None,
+                    };
+                    if parsed.is_none() {
+                        self.error(place, field, format!("must be a 32-bit mark, a number or \"0x...\" (got {value})"));
+                    }
+                    f.fwmark = parsed;
                 }
                 _ => {} // name and url are the probe's; unknown keys reported apart
             }
@@ -881,6 +937,44 @@ impl<'a> Loader<'a> {
             _ => None,
         };
 
+        let route = Route {
+            ip_version: own.ip_version.or(defaults.ip_version).unwrap_or_default(),
+            bind_interface: own
+                .bind_interface
+                .clone()
+                .or_else(|| defaults.bind_interface.clone()),
+            source_ip: own.source_ip.or(defaults.source_ip),
+            fwmark: own.fwmark.or(defaults.fwmark),
+        };
+        let literal = url.as_ref().and_then(|(t, _)| t.ip);
+        for (ip, field) in [(route.source_ip, "source_ip"), (literal, "url")] {
+            if let Some(ip) = ip {
+                if !route.ip_version.allows(ip) {
+                    self.error(
+                        &place,
+                        field,
+                        format!(
+                            "{ip} does not fit ip_version {}",
+                            match route.ip_version {
+                                IpVersion::V4 => "4",
+                                IpVersion::V6 => "6",
+                                IpVersion::Any => "any",
+                            }
+                        ),
+                    );
+                }
+            }
+        }
+        if let (Some(source), Some(target)) = (route.source_ip, literal) {
+            if source.is_ipv4() != target.is_ipv4() {
+                self.error(
+                    &place,
+                    "source_ip",
+                    format!("{source} and the URL's address {target} are of different families"),
+                );
+            }
+        }
+
         let mut labels = top_labels.clone();
         labels.extend(defaults.labels.clone().unwrap_or_default());
         labels.extend(own.labels.clone().unwrap_or_default());
@@ -910,6 +1004,7 @@ impl<'a> Loader<'a> {
                 .unwrap_or_default(),
             headers,
             labels,
+            route,
             max_message_bytes: own
                 .max_message_bytes
                 .or(defaults.max_message_bytes)

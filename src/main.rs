@@ -129,7 +129,7 @@ fn probe_command(adhoc: AdHoc) -> u8 {
     let loaded = match config::ad_hoc_probe(&adhoc.fields, &config::process_env) {
         Ok(loaded) => loaded,
         Err(errors) => {
-            report_config_errors("probe", &errors);
+            report_config_errors("", &errors);
             return EXIT_USAGE;
         }
     };

@@ -109,6 +109,38 @@ impl Target {
     }
 }
 
+/// Which address family a probe may use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IpVersion {
+    /// Both, raced with Happy Eyeballs (RFC 8305), IPv6 first.
+    #[default]
+    Any,
+    V4,
+    V6,
+}
+
+impl IpVersion {
+    pub fn allows(self, ip: IpAddr) -> bool {
+        match self {
+            IpVersion::Any => true,
+            IpVersion::V4 => ip.is_ipv4(),
+            IpVersion::V6 => ip.is_ipv6(),
+        }
+    }
+}
+
+/// How the probe's packets leave the box: family, interface, source, mark.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Route {
+    pub ip_version: IpVersion,
+    /// SO_BINDTODEVICE: the interface name (at most 15 bytes).
+    pub bind_interface: Option<String>,
+    /// Bound before connect; only addresses of its family are tried.
+    pub source_ip: Option<IpAddr>,
+    /// SO_MARK, for policy routing (`ip rule add fwmark ...`).
+    pub fwmark: Option<u32>,
+}
+
 /// The `tls` options, and the rustls client built from them at load time.
 #[derive(Clone)]
 pub struct TlsSetup {
@@ -154,6 +186,7 @@ pub struct ProbeSpec {
     /// Top-level, default and probe labels, merged.
     pub labels: BTreeMap<String, String>,
     pub max_message_bytes: usize,
+    pub route: Route,
     /// `None` on `connection_success`, whose health is fixed.
     pub thresholds: Option<Thresholds>,
     /// Present exactly on `wss://` probes.

@@ -47,9 +47,14 @@ fn run_phases(spec: &ProbeSpec, deadline: &Deadline, out: &mut Outcome) -> Resul
             }
         }
     };
+    let addrs = connect::usable_addresses(&addrs, &spec.route);
+    if addrs.is_empty() {
+        let failure = connect::no_usable_address(&spec.target.host, &spec.route);
+        return finish(out, Err(failure));
+    }
 
     let mark = Instant::now();
-    let tcp = connect::connect(&addrs, deadline, &mut out.meta);
+    let tcp = connect::connect(&addrs, &spec.route, deadline, &mut out.meta);
     out.timings.connect = Some(since(mark));
     let stream = match tcp {
         Ok(tcp) => DeadlineStream::new(tcp, *deadline),
