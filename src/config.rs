@@ -144,7 +144,7 @@ pub fn ad_hoc_probe(fields: &Map<String, Value>, env: Env) -> Result<Config, Vec
         0,
         &Fields::default(),
         &BTreeMap::new(),
-        false,
+        None,
     );
     let config = Config {
         probes: probe.into_iter().collect(),
@@ -306,19 +306,8 @@ impl<'a> Loader<'a> {
             Some(Value::Array(probes)) => {
                 let mut seen = HashSet::new();
                 for (index, value) in probes.iter().enumerate() {
-                    if let Some(spec) = self.probe(value, index, &defaults, &top_labels, true) {
-                        if !seen.insert(spec.name.clone()) {
-                            self.error(
-                                &format!("probes[{index}]"),
-                                "name",
-                                format!(
-                                    "\"{}\" is used by an earlier probe; names must be unique",
-                                    spec.name
-                                ),
-                            );
-                        }
-                        config.probes.push(spec);
-                    }
+                    let spec = self.probe(value, index, &defaults, &top_labels, Some(&mut seen));
+                    config.probes.extend(spec);
                 }
             }
             Some(_) => self.error(place, "probes", "must be an array of probe objects"),
@@ -596,10 +585,7 @@ impl<'a> Loader<'a> {
                 self.error(
                     place,
                     &field,
-                    format!(
-                        "value {:?} contains CR, LF or NUL",
-                        redact::header_value(name, &expanded)
-                    ),
+                    "value contains CR, LF or NUL (values are never shown)",
                 );
                 continue;
             }
@@ -607,10 +593,8 @@ impl<'a> Loader<'a> {
                 self.error(
                     place,
                     &field,
-                    format!(
-                        "value {:?} has characters a header cannot carry (non-ASCII or control)",
-                        redact::header_value(name, &expanded)
-                    ),
+                    "value has characters a header cannot carry: non-ASCII or control \
+                     (values are never shown)",
                 );
                 continue;
             }
@@ -742,8 +726,11 @@ impl<'a> Loader<'a> {
         index: usize,
         defaults: &Fields,
         top_labels: &BTreeMap<String, String>,
-        check_interval: bool,
+        // Names seen so far; `None` for the ad-hoc probe, which also has no
+        // interval of its own to check.
+        seen: Option<&mut HashSet<String>>,
     ) -> Option<ProbeSpec> {
+        let check_interval = seen.is_some();
         let Some(object) = value.as_object() else {
             self.error(&format!("probes[{index}]"), "", "must be an object");
             return None;
@@ -768,9 +755,21 @@ impl<'a> Loader<'a> {
                 None
             }
         };
+        let duplicate = match (&name, seen) {
+            (Some(n), Some(seen)) => !seen.insert(n.clone()),
+            _ => false,
+        };
+        if let (true, Some(n)) = (duplicate, &name) {
+            self.error(
+                &format!("probes[{index}]"),
+                "name",
+                format!("\"{n}\" is used by an earlier probe; names must be unique"),
+            );
+        }
+        // A duplicate name would not say which of the two probes is meant.
         let place = match &name {
-            Some(n) => format!("probe \"{n}\""),
-            None => format!("probes[{index}]"),
+            Some(n) if !duplicate => format!("probe \"{n}\""),
+            _ => format!("probes[{index}]"),
         };
         self.unknown_keys(&place, "", object, &PROBE_FIELDS);
         let own = self.fields(&place, object);
@@ -800,7 +799,15 @@ impl<'a> Loader<'a> {
             .or(defaults.interpretation)
             .unwrap_or(Interpretation::HandshakeLatency);
         let round_trip = interpretation == Interpretation::RoundTripLatency;
-        let secure = url.as_ref().map(|(t, _)| t.secure);
+        // Taken from the scheme as written, so that the TLS fields are still
+        // checked when some other part of the URL is wrong.
+        let secure = match object.get("url") {
+            Some(Value::String(raw)) => Some(
+                raw.get(..6)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("wss://")),
+            ),
+            _ => None,
+        };
 
         // Fields that only fit some probes: an error when set on the probe,
         // silently not applied when they come from defaults.

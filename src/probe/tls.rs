@@ -42,7 +42,13 @@ impl TlsFactory {
     /// The client for these options; an error names what is wrong with them.
     pub fn setup(&mut self, options: &TlsOptions) -> Result<TlsSetup, String> {
         let client = match (&options.ca_file, options.insecure_skip_verify) {
-            (_, true) => self.client(RootCertStore::empty(), true)?,
+            (ca_file, true) => {
+                // Unused, but a wrong path is still a mistake worth showing.
+                if let Some(path) = ca_file {
+                    load_ca_file(path)?;
+                }
+                self.client(RootCertStore::empty(), true)?
+            }
             (Some(path), false) => self.client(load_ca_file(path)?, false)?,
             (None, false) => match &self.default_client {
                 Some(client) => client.clone(),

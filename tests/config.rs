@@ -1,0 +1,948 @@
+//! The config file (SPEC.md, "Configuration file (JSON)"): every invalid
+//! fixture in `tests/fixtures/config/` against the exact lines
+//! `wsprobe check` prints for it, the valid fixtures, and the merge rules
+//! (defaults applied only where they fit) through the library.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use wsprobe::config::{self, Config, ConfigError};
+use wsprobe::spec::{Interpretation, ProbeSpec, RoundTripScope, Thresholds};
+
+const FIXTURES: &str = "tests/fixtures/config";
+
+/// Never set by the tests: `${WSPROBE_TEST_UNSET}` must fail to load.
+const UNSET_VAR: &str = "WSPROBE_TEST_UNSET";
+const TOKEN_VAR: &str = "WSPROBE_TEST_TOKEN";
+const TOKEN: &str = "s3cret-t0ken";
+
+/// The problems of `invalid-many-problems.json`, five probes and three
+/// sections deep: `check` must list every one.
+const MANY_PROBLEMS: &[&str] = &[
+    r#"output: format: unknown field"#,
+    r#"defaults: tiemout_ms: unknown field (did you mean "timeout_ms"?)"#,
+    r#"defaults: interval_ms: must be from 1000 to 86400000 (got 500)"#,
+    r#"probes[1]: timeout_ms: must be from 100 to 30000 (got 50)"#,
+    r#"probes[1]: name: "stream-open" is used by an earlier probe; names must be unique"#,
+    r#"probes[2]: name: is missing; every probe needs a name"#,
+    r#"probes[2]: url: must not have a #fragment (RFC 6455 section 3)"#,
+    r#"probes[2]: send_message: is required for round_trip_latency"#,
+    r#"probe "stream-rtt": headers.Host: cannot be set (the handshake sets it itself)"#,
+    r#"probe "stream-rtt": labels.floor: must be a string (got 2)"#,
+    r#"probe "stream-rtt": ping_mode: round_trip_latency needs ping_mode "message" (it sends send_message)"#,
+    r#"probe "stream-up": thresholds: connection_success has fixed health (1 healthy, 0 unhealthy)"#,
+    r#"probe "stream-up": tls: only wss:// probes take it"#,
+];
+
+/// Every invalid fixture and every problem `check` must print for it (each
+/// line after the `wsprobe: FILE: ` prefix), no more and no fewer.
+const INVALID: &[(&str, &[&str])] = &[
+    // name
+    (
+        "invalid-name-missing.json",
+        &[r#"probes[0]: name: is missing; every probe needs a name"#],
+    ),
+    (
+        "invalid-name-bad-characters.json",
+        &[r#"probes[0]: name: must be 1 to 64 of A-Z a-z 0-9 _ . - (got "edge probe!")"#],
+    ),
+    (
+        "invalid-name-too-long.json",
+        &[concat!(
+            r#"probes[0]: name: must be 1 to 64 of A-Z a-z 0-9 _ . - (got ""#,
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            r#"")"#
+        )],
+    ),
+    (
+        "invalid-name-duplicate.json",
+        &[r#"probes[1]: name: "edge" is used by an earlier probe; names must be unique"#],
+    ),
+    (
+        // A probe with another problem still takes part in the uniqueness rule.
+        "invalid-name-duplicate-with-other-error.json",
+        &[
+            r#"probe "edge": timeout_ms: must be from 100 to 30000 (got 50)"#,
+            r#"probes[1]: name: "edge" is used by an earlier probe; names must be unique"#,
+        ],
+    ),
+    // url
+    (
+        "invalid-url-missing.json",
+        &[r#"probe "edge": url: is missing; every probe needs a ws:// or wss:// URL"#],
+    ),
+    (
+        "invalid-url-not-ws.json",
+        &[
+            r#"probe "edge": url: must start with ws:// or wss://, not https:// (use wss:// for the same endpoint)"#,
+        ],
+    ),
+    (
+        "invalid-url-fragment.json",
+        &[r#"probe "edge": url: must not have a #fragment (RFC 6455 section 3)"#],
+    ),
+    (
+        "invalid-url-bad-port.json",
+        &[r#"probe "edge": url: port "99999" must be a number from 1 to 65535"#],
+    ),
+    (
+        "invalid-url-no-host.json",
+        &[r#"probe "edge": url: has no host"#],
+    ),
+    // interpretation, timeout_ms, interval_ms
+    (
+        "invalid-interpretation-unknown.json",
+        &[
+            r#"probe "edge": interpretation: must be one of handshake_latency, round_trip_latency or connection_success (got "round_trip") (did you mean "round_trip_latency"?)"#,
+        ],
+    ),
+    (
+        "invalid-timeout-out-of-range.json",
+        &[r#"probe "edge": timeout_ms: must be from 100 to 30000 (got 50)"#],
+    ),
+    (
+        "invalid-timeout-not-a-number.json",
+        &[r#"probe "edge": timeout_ms: must be a whole number from 100 to 30000 (got "10s")"#],
+    ),
+    (
+        "invalid-interval-out-of-range.json",
+        &[r#"probe "edge": interval_ms: must be from 1000 to 86400000 (got 90000000)"#],
+    ),
+    (
+        "invalid-interval-below-timeout.json",
+        &[
+            r#"probe "edge": interval_ms: (5000) must be at least timeout_ms (10000), so runs cannot overlap"#,
+        ],
+    ),
+    // ping_mode and the round-trip fields
+    (
+        "invalid-ping-mode-none-on-round-trip.json",
+        &[
+            r#"probe "edge": ping_mode: round_trip_latency needs ping_mode "message" (it sends send_message)"#,
+        ],
+    ),
+    (
+        "invalid-ping-mode-message-on-handshake.json",
+        &[
+            r#"probe "edge": ping_mode: "message" is only for round_trip_latency, not handshake_latency"#,
+        ],
+    ),
+    (
+        "invalid-send-message-missing.json",
+        &[r#"probe "edge": send_message: is required for round_trip_latency"#],
+    ),
+    (
+        "invalid-round-trip-fields-on-handshake.json",
+        &[
+            r#"probe "edge": send_message: only round_trip_latency probes take it"#,
+            r#"probe "edge": expect_message: only round_trip_latency probes take it"#,
+            r#"probe "edge": round_trip_scope: only round_trip_latency probes take it"#,
+        ],
+    ),
+    (
+        "invalid-round-trip-fields-on-connection-success.json",
+        &[
+            r#"probe "edge": send_message: only round_trip_latency probes take it"#,
+            r#"probe "edge": expect_message: only round_trip_latency probes take it"#,
+            r#"probe "edge": round_trip_scope: only round_trip_latency probes take it"#,
+        ],
+    ),
+    // protocols
+    (
+        "invalid-protocols-not-tokens.json",
+        &[
+            r#"probe "edge": protocols[1]: "chat v2" is not a valid token (letters, digits and !#$%&'*+-.^_`|~ only)"#,
+            r#"probe "edge": protocols[2]: "" is not a valid token (letters, digits and !#$%&'*+-.^_`|~ only)"#,
+        ],
+    ),
+    (
+        "invalid-protocols-duplicate.json",
+        &[r#"probe "edge": protocols[2]: "mqtt" is offered twice"#],
+    ),
+    // headers
+    (
+        "invalid-headers-bad-name.json",
+        &[r#"probe "edge": headers.X Team: is not a valid header name"#],
+    ),
+    (
+        // A Cookie value is secret even in an error (SPEC.md, "The record").
+        "invalid-headers-crlf-value.json",
+        &[
+            r#"probe "edge": headers.Cookie: value contains CR, LF or NUL (values are never shown)"#,
+            r#"probe "edge": headers.X-Nul: value contains CR, LF or NUL (values are never shown)"#,
+            r#"probe "edge": headers.X-Site: value contains CR, LF or NUL (values are never shown)"#,
+            r#"probe "edge": headers.X-Team: value contains CR, LF or NUL (values are never shown)"#,
+        ],
+    ),
+    (
+        "invalid-headers-host.json",
+        &[r#"probe "edge": headers.Host: cannot be set (the handshake sets it itself)"#],
+    ),
+    (
+        "invalid-headers-connection.json",
+        &[r#"probe "edge": headers.Connection: cannot be set (the handshake sets it itself)"#],
+    ),
+    (
+        "invalid-headers-upgrade.json",
+        &[r#"probe "edge": headers.Upgrade: cannot be set (the handshake sets it itself)"#],
+    ),
+    (
+        "invalid-headers-sec-websocket-key.json",
+        &[
+            r#"probe "edge": headers.Sec-WebSocket-Key: cannot be set (the handshake sets it itself)"#,
+        ],
+    ),
+    (
+        "invalid-headers-sec-websocket-protocol.json",
+        &[
+            r#"probe "edge": headers.Sec-WebSocket-Protocol: cannot be set (offer subprotocols with "protocols")"#,
+        ],
+    ),
+    // labels, max_message_bytes
+    (
+        "invalid-labels-not-strings.json",
+        &[
+            r#"top level: labels.rack: must be a string (got 7)"#,
+            r#"probe "edge": labels.floor: must be a string (got 2)"#,
+            r#"probe "edge": labels.primary: must be a string (got true)"#,
+        ],
+    ),
+    (
+        "invalid-max-message-bytes-out-of-range.json",
+        &[r#"probe "edge": max_message_bytes: must be from 1024 to 67108864 (got 512)"#],
+    ),
+    // thresholds
+    (
+        "invalid-thresholds-reversed.json",
+        &[
+            r#"probe "edge": thresholds: healthy_below (500) is above unhealthy_above (300); a value left out takes the default 200/1000"#,
+        ],
+    ),
+    (
+        "invalid-thresholds-default-stands-in.json",
+        &[
+            r#"probe "edge": thresholds: healthy_below (1500) is above unhealthy_above (1000); a value left out takes the default 200/1000"#,
+        ],
+    ),
+    (
+        "invalid-thresholds-default-stands-in-low.json",
+        &[
+            r#"probe "edge": thresholds: healthy_below (200) is above unhealthy_above (150); a value left out takes the default 200/1000"#,
+        ],
+    ),
+    (
+        "invalid-thresholds-on-connection-success.json",
+        &[
+            r#"probe "edge": thresholds: connection_success has fixed health (1 healthy, 0 unhealthy)"#,
+        ],
+    ),
+    // tls
+    (
+        "invalid-tls-on-ws.json",
+        &[r#"probe "edge": tls: only wss:// probes take it"#],
+    ),
+    (
+        "invalid-tls-ca-file-missing.json",
+        &[
+            r#"probe "edge": tls.ca_file: cannot read /nonexistent/wsprobe-test-ca.pem: I/O error: No such file or directory (os error 2)"#,
+        ],
+    ),
+    (
+        // "ca_file must exist ... when the config loads", whatever else is set.
+        "invalid-tls-ca-file-missing-with-insecure.json",
+        &[
+            r#"probe "edge": tls.ca_file: cannot read /nonexistent/wsprobe-test-ca.pem: I/O error: No such file or directory (os error 2)"#,
+        ],
+    ),
+    (
+        // The URL is plainly wss://; its fragment must not hide the ca_file.
+        "invalid-tls-ca-file-missing-with-bad-url.json",
+        &[
+            r#"probe "edge": url: must not have a #fragment (RFC 6455 section 3)"#,
+            r#"probe "edge": tls.ca_file: cannot read /nonexistent/wsprobe-test-ca.pem: I/O error: No such file or directory (os error 2)"#,
+        ],
+    ),
+    (
+        "invalid-tls-ca-file-not-pem.json",
+        &[r#"probe "edge": tls.ca_file: /dev/null holds no PEM certificate"#],
+    ),
+    (
+        "invalid-tls-unknown-key.json",
+        &[
+            r#"probe "edge": tls.insecure_skip_verfy: unknown field (did you mean "insecure_skip_verify"?)"#,
+        ],
+    ),
+    // unknown fields at every level
+    (
+        "invalid-unknown-top-level.json",
+        &[r#"top level: lables: unknown field (did you mean "labels"?)"#],
+    ),
+    (
+        "invalid-unknown-in-defaults.json",
+        &[
+            r#"defaults: colour: unknown field"#,
+            r#"defaults: intervall_ms: unknown field (did you mean "interval_ms"?)"#,
+        ],
+    ),
+    (
+        "invalid-unknown-in-probe.json",
+        &[
+            r#"probe "edge": colour: unknown field"#,
+            r#"probe "edge": timeout: unknown field (did you mean "timeout_ms"?)"#,
+        ],
+    ),
+    (
+        "invalid-unknown-in-thresholds.json",
+        &[
+            r#"probe "edge": thresholds.healthy_bellow: unknown field (did you mean "healthy_below"?)"#,
+        ],
+    ),
+    (
+        "invalid-unknown-in-output.json",
+        &[r#"output: ndjsn: unknown field (did you mean "ndjson"?)"#],
+    ),
+    // defaults, ${VAR}, probes, syntax
+    (
+        "invalid-defaults-name-url.json",
+        &[
+            r#"defaults: name: cannot be set in defaults; every probe sets its own"#,
+            r#"defaults: url: cannot be set in defaults; every probe sets its own"#,
+        ],
+    ),
+    (
+        "invalid-env-unset-url.json",
+        &[
+            r#"probe "edge": url: environment variable WSPROBE_TEST_UNSET is not set (used as ${WSPROBE_TEST_UNSET})"#,
+        ],
+    ),
+    (
+        "invalid-env-unset-header.json",
+        &[
+            r#"probe "edge": headers.Authorization: environment variable WSPROBE_TEST_UNSET is not set (used as ${WSPROBE_TEST_UNSET})"#,
+        ],
+    ),
+    (
+        "invalid-probes-empty.json",
+        &[r#"top level: probes: is empty; a config needs at least one probe"#],
+    ),
+    (
+        "invalid-json-syntax.json",
+        &[r#"line 4 column 5: invalid JSON: expected `,` or `]` at line 4 column 5"#],
+    ),
+    ("invalid-many-problems.json", MANY_PROBLEMS),
+];
+
+// ---------------------------------------------------------------------------
+// Through the binary
+// ---------------------------------------------------------------------------
+
+/// Runs the real binary from the crate root, with the test variables
+/// controlled: `WSPROBE_TEST_UNSET` never set, the token only when given.
+fn wsprobe(args: &[&str], token: Option<&str>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wsprobe"));
+    command
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove(UNSET_VAR)
+        .env_remove(TOKEN_VAR);
+    if let Some(token) = token {
+        command.env(TOKEN_VAR, token);
+    }
+    command.output().expect("run wsprobe")
+}
+
+fn fixture(name: &str) -> String {
+    format!("{FIXTURES}/{name}")
+}
+
+/// What is wrong with `check`'s answer on an invalid config, if anything:
+/// exit 2, an empty stdout, each expected line exactly, and a problem count
+/// that says no other problem was reported.
+fn check_problems(path: &str, output: &Output, expected: &[&str]) -> Vec<String> {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let mut wrong = Vec::new();
+    if output.status.code() != Some(2) {
+        wrong.push(format!("exit status {:?}, want 2", output.status.code()));
+    }
+    if !stdout.is_empty() {
+        wrong.push(format!("stdout is not empty: {stdout:?}"));
+    }
+    for message in expected {
+        let line = format!("wsprobe: {path}: {message}");
+        if !lines.contains(&line.as_str()) {
+            wrong.push(format!("missing line: {line}"));
+        }
+    }
+    let count = format!(
+        "wsprobe: {path}: {} problem(s); nothing was started",
+        expected.len()
+    );
+    if !lines.contains(&count.as_str()) {
+        wrong.push(format!("missing line: {count}"));
+    }
+    if !wrong.is_empty() {
+        wrong.push(format!("stderr was:\n{stderr}"));
+    }
+    wrong
+}
+
+#[test]
+fn every_invalid_fixture_prints_its_exact_problems() {
+    let mut failures = Vec::new();
+    for (name, expected) in INVALID {
+        let path = fixture(name);
+        let output = wsprobe(&["check", "-c", &path], None);
+        let wrong = check_problems(&path, &output, expected);
+        if !wrong.is_empty() {
+            failures.push(format!("{name}:\n  {}", wrong.join("\n  ")));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures wrong:\n\n{}",
+        failures.len(),
+        INVALID.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn every_fixture_on_disk_is_in_the_table() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURES);
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .expect("read the fixture directory")
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("invalid-") && name.ends_with(".json"))
+        .collect();
+    on_disk.sort();
+    let mut in_table: Vec<String> = INVALID.iter().map(|(n, _)| n.to_string()).collect();
+    in_table.sort();
+    assert_eq!(on_disk, in_table);
+    for (name, expected) in INVALID {
+        assert!(!expected.is_empty(), "{name} expects no problem");
+    }
+}
+
+#[test]
+fn check_lists_every_problem_of_a_config_with_many() {
+    let path = fixture("invalid-many-problems.json");
+    let output = wsprobe(&["check", "-c", &path], None);
+    let wrong = check_problems(&path, &output, MANY_PROBLEMS);
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn a_valid_config_checks_clean() {
+    let path = fixture("valid-minimal.json");
+    let output = wsprobe(&["check", "-c", &path], None);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(output.stdout.is_empty());
+    assert_eq!(stderr, format!("wsprobe: {path}: valid, 1 probe(s)\n"));
+}
+
+#[test]
+fn insecure_skip_verify_is_valid_but_warns() {
+    let path = fixture("valid-insecure-skip-verify.json");
+    let output = wsprobe(&["check", "-c", &path], None);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(output.stdout.is_empty());
+    let warning = format!(
+        "wsprobe: {path}: warning: probe \"lab-stream\": tls.insecure_skip_verify is on: \
+         certificates are not checked (records say meta.tls_verified: false)"
+    );
+    assert!(stderr.lines().any(|l| l == warning), "{stderr}");
+    assert!(stderr.contains("valid, 1 probe(s)"), "{stderr}");
+}
+
+#[test]
+fn once_with_an_unknown_probe_name_exits_2() {
+    let path = fixture("valid-minimal.json");
+    let output = wsprobe(&["once", "-c", &path, "-p", "nosuchprobe"], None);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(output.stdout.is_empty(), "a probe ran");
+    assert!(
+        stderr.contains("\"nosuchprobe\""),
+        "the error must name the probe: {stderr}"
+    );
+}
+
+#[test]
+fn a_missing_config_file_exits_2() {
+    let output = wsprobe(&["check", "-c", "tests/fixtures/config/no-such.json"], None);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("tests/fixtures/config/no-such.json"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_all_fields_config_checks_clean_with_its_token_set() {
+    let dir = TempDir::new();
+    let path = dir.all_fields_config();
+    let path_text = path.display().to_string();
+
+    let output = wsprobe(&["check", "-c", &path_text], Some(TOKEN));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(output.stdout.is_empty());
+    assert_eq!(stderr, format!("wsprobe: {path_text}: valid, 3 probe(s)\n"));
+
+    // Without the variable, both places that use it are named.
+    let output = wsprobe(&["check", "-c", &path_text], None);
+    let wrong = check_problems(
+        &path_text,
+        &output,
+        &[
+            r#"defaults: headers.Authorization: environment variable WSPROBE_TEST_TOKEN is not set (used as ${WSPROBE_TEST_TOKEN})"#,
+            r#"probe "stream-open": url: environment variable WSPROBE_TEST_TOKEN is not set (used as ${WSPROBE_TEST_TOKEN})"#,
+        ],
+    );
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+// ---------------------------------------------------------------------------
+// Through the library: the merged ProbeSpec
+// ---------------------------------------------------------------------------
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn token_env(name: &str) -> Option<String> {
+    (name == TOKEN_VAR).then(|| TOKEN.to_owned())
+}
+
+fn load(text: &str) -> Config {
+    match config::load_str(text, &no_env) {
+        Ok(config) => config,
+        Err(errors) => panic!("config refused:\n{}", lines(&errors)),
+    }
+}
+
+fn load_errors(text: &str) -> Vec<String> {
+    match config::load_str(text, &no_env) {
+        Ok(config) => panic!("config accepted: {:#?}", config.probes),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn lines(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("  {e}\n"))
+        .collect::<String>()
+}
+
+fn probe<'c>(config: &'c Config, name: &str) -> &'c ProbeSpec {
+    config
+        .probes
+        .iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("no probe {name}"))
+}
+
+fn header<'s>(spec: &'s ProbeSpec, name: &str) -> Option<&'s str> {
+    let mut found = spec
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name));
+    let value = found.next().map(|(_, v)| v.as_str());
+    assert!(
+        found.next().is_none(),
+        "{name} sent twice: {:?}",
+        spec.headers
+    );
+    value
+}
+
+fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn the_all_fields_config_merges_into_the_expected_specs() {
+    let dir = TempDir::new();
+    let path = dir.all_fields_config();
+    let config = match config::load_file(&path, &token_env) {
+        Ok(config) => config,
+        Err(errors) => panic!("config refused:\n{}", lines(&errors)),
+    };
+    assert_eq!(config.output, config::Output::Stdout);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let names: Vec<&str> = config.probes.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["stream-open", "stream-rtt", "stream-up"]);
+
+    let open = probe(&config, "stream-open");
+    assert_eq!(open.interpretation, Interpretation::HandshakeLatency);
+    assert!(open.target.secure);
+    assert_eq!(open.target.port, 8443);
+    assert_eq!(open.target.path_and_query, format!("/socket?token={TOKEN}"));
+    assert!(
+        !open.display_url.contains(TOKEN),
+        "the substituted token shows: {}",
+        open.display_url
+    );
+    assert_eq!(open.timeout, Duration::from_millis(10_000));
+    assert_eq!(open.interval, Duration::from_millis(60_000));
+    assert_eq!(open.exchange, None);
+    assert_eq!(open.protocols, ["graphql-transport-ws", "graphql-ws"]);
+    // Defaults' headers with the probe's on top, by case-insensitive name.
+    assert_eq!(open.headers.len(), 3, "{:?}", open.headers);
+    assert_eq!(header(open, "authorization"), Some("Bearer s3cret-t0ken"));
+    assert_eq!(header(open, "X-Team"), Some("edge"));
+    assert_eq!(header(open, "x-device"), Some("r17"));
+    assert_eq!(
+        open.labels,
+        map(&[
+            ("site", "branch-17"),
+            ("tier", "probe-tier"),
+            ("region", "eu")
+        ])
+    );
+    assert_eq!(open.max_message_bytes, 1024);
+    // unhealthy_above left out on the probe: the defaults' value stands.
+    assert_eq!(
+        open.thresholds,
+        Some(Thresholds {
+            healthy_below: 150.0,
+            unhealthy_above: 800.0
+        })
+    );
+    let tls = &open.tls.as_ref().expect("tls on wss://").options;
+    assert_eq!(
+        tls.ca_file.as_deref(),
+        Some(dir.ca_file().to_str().unwrap())
+    );
+    assert_eq!(tls.server_name.as_deref(), Some("localhost"));
+    assert!(!tls.insecure_skip_verify);
+
+    let rtt = probe(&config, "stream-rtt");
+    assert_eq!(rtt.interpretation, Interpretation::RoundTripLatency);
+    let exchange = rtt.exchange.as_ref().expect("round-trip exchange");
+    assert_eq!(exchange.send, r#"{"op":"ping"}"#);
+    assert_eq!(exchange.expect, br#""op":"pong""#);
+    assert_eq!(exchange.scope, RoundTripScope::OpenAndMessage);
+    assert_eq!(rtt.timeout, Duration::from_millis(5_000));
+    assert_eq!(rtt.interval, Duration::from_millis(30_000));
+    assert_eq!(rtt.protocols, ["v1.probe"]);
+    assert_eq!(rtt.headers.len(), 2, "{:?}", rtt.headers);
+    assert_eq!(header(rtt, "Authorization"), Some("Bearer s3cret-t0ken"));
+    assert_eq!(header(rtt, "X-Team"), Some("netops"));
+    assert_eq!(
+        rtt.labels,
+        map(&[
+            ("site", "branch-17"),
+            ("tier", "default-tier"),
+            ("region", "eu")
+        ])
+    );
+    assert_eq!(rtt.max_message_bytes, 65536);
+    assert_eq!(
+        rtt.thresholds,
+        Some(Thresholds {
+            healthy_below: 50.0,
+            unhealthy_above: 500.0
+        })
+    );
+    assert_eq!(rtt.tls, None, "defaults.tls applied to ws://");
+
+    let up = probe(&config, "stream-up");
+    assert_eq!(up.interpretation, Interpretation::ConnectionSuccess);
+    assert_eq!(up.target.ip, Some("::1".parse().unwrap()));
+    assert_eq!(up.timeout, Duration::from_millis(2_000));
+    assert_eq!(up.interval, Duration::from_millis(10_000));
+    assert_eq!(up.exchange, None);
+    assert_eq!(
+        up.thresholds, None,
+        "defaults.thresholds on connection_success"
+    );
+    assert_eq!(up.tls, None);
+    assert_eq!(
+        up.labels,
+        map(&[
+            ("site", "branch-17"),
+            ("tier", "default-tier"),
+            ("region", "eu"),
+            ("check", "liveness")
+        ])
+    );
+}
+
+#[test]
+fn defaults_apply_only_to_the_probes_they_fit() {
+    // Every field here fits some probe and not others; none is an error.
+    let config = load(
+        r#"{
+          "defaults": {
+            "send_message": "ping", "expect_message": "pong",
+            "round_trip_scope": "open_and_message", "ping_mode": "message",
+            "thresholds": {"healthy_below": 10, "unhealthy_above": 20},
+            "tls": {"server_name": "stream.example.com", "insecure_skip_verify": true}
+          },
+          "probes": [
+            {"name": "open", "url": "ws://192.0.2.1/"},
+            {"name": "up", "url": "ws://192.0.2.1/", "interpretation": "connection_success"},
+            {"name": "rtt", "url": "wss://192.0.2.1/", "interpretation": "round_trip_latency"}
+          ]
+        }"#,
+    );
+    let open = probe(&config, "open");
+    assert_eq!(open.exchange, None);
+    assert_eq!(open.tls, None);
+    assert_eq!(
+        open.thresholds,
+        Some(Thresholds {
+            healthy_below: 10.0,
+            unhealthy_above: 20.0
+        })
+    );
+    let up = probe(&config, "up");
+    assert_eq!((&up.exchange, up.thresholds, &up.tls), (&None, None, &None));
+    let rtt = probe(&config, "rtt");
+    let exchange = rtt.exchange.as_ref().expect("exchange from defaults");
+    assert_eq!(exchange.send, "ping");
+    assert_eq!(exchange.expect, b"pong");
+    assert_eq!(exchange.scope, RoundTripScope::OpenAndMessage);
+    let tls = &rtt.tls.as_ref().expect("defaults.tls on wss://").options;
+    assert_eq!(tls.server_name.as_deref(), Some("stream.example.com"));
+    assert!(tls.insecure_skip_verify);
+    // The one wss:// probe got insecure_skip_verify from defaults: one warning.
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert!(
+        config.warnings[0].contains("probe \"rtt\""),
+        "{:?}",
+        config.warnings
+    );
+}
+
+#[test]
+fn defaults_ping_mode_none_is_not_applied_to_round_trip() {
+    let config = load(
+        r#"{
+          "defaults": {"ping_mode": "none"},
+          "probes": [{"name": "rtt", "url": "ws://192.0.2.1/",
+                      "interpretation": "round_trip_latency", "send_message": "x"}]
+        }"#,
+    );
+    let rtt = probe(&config, "rtt");
+    assert_eq!(
+        rtt.exchange.as_ref().unwrap().scope,
+        RoundTripScope::Message
+    );
+    assert_eq!(rtt.exchange.as_ref().unwrap().expect, b"");
+}
+
+#[test]
+fn the_contract_defaults_fill_what_nothing_sets() {
+    let config = load(r#"{"probes": [{"name": "bare", "url": "wss://192.0.2.1/x"}]}"#);
+    let bare = probe(&config, "bare");
+    assert_eq!(bare.interpretation, Interpretation::HandshakeLatency);
+    assert_eq!(bare.timeout, Duration::from_millis(10_000));
+    assert_eq!(bare.interval, Duration::from_millis(60_000));
+    assert_eq!(bare.max_message_bytes, 1_048_576);
+    assert_eq!(bare.thresholds, Some(Thresholds::default()));
+    assert_eq!(
+        Thresholds::default(),
+        Thresholds {
+            healthy_below: 200.0,
+            unhealthy_above: 1000.0
+        }
+    );
+    assert!(bare.protocols.is_empty() && bare.headers.is_empty() && bare.labels.is_empty());
+    let tls = &bare
+        .tls
+        .as_ref()
+        .expect("every wss:// probe has TLS")
+        .options;
+    assert_eq!(*tls, Default::default());
+    assert_eq!(config.output, config::Output::Stdout);
+}
+
+#[test]
+fn labels_merge_top_level_then_defaults_then_probe() {
+    let config = load(
+        r#"{
+          "labels": {"a": "top", "b": "top", "c": "top"},
+          "defaults": {"labels": {"b": "defaults", "c": "defaults"}},
+          "probes": [
+            {"name": "p", "url": "ws://192.0.2.1/", "labels": {"c": "probe", "d": "probe"}},
+            {"name": "q", "url": "ws://192.0.2.1/"}
+          ]
+        }"#,
+    );
+    assert_eq!(
+        probe(&config, "p").labels,
+        map(&[
+            ("a", "top"),
+            ("b", "defaults"),
+            ("c", "probe"),
+            ("d", "probe")
+        ])
+    );
+    assert_eq!(
+        probe(&config, "q").labels,
+        map(&[("a", "top"), ("b", "defaults"), ("c", "defaults")])
+    );
+}
+
+#[test]
+fn headers_merge_by_case_insensitive_name() {
+    let config = load(
+        r#"{
+          "defaults": {"headers": {"X-Team": "netops", "Origin": "https://ops.example.com"}},
+          "probes": [
+            {"name": "p", "url": "ws://192.0.2.1/", "headers": {"x-team": "edge", "X-Device": "r17"}},
+            {"name": "q", "url": "ws://192.0.2.1/", "headers": {"ORIGIN": "https://q.example.com"}}
+          ]
+        }"#,
+    );
+    let p = probe(&config, "p");
+    assert_eq!(p.headers.len(), 3, "{:?}", p.headers);
+    assert_eq!(header(p, "X-TEAM"), Some("edge"));
+    assert_eq!(header(p, "origin"), Some("https://ops.example.com"));
+    assert_eq!(header(p, "x-device"), Some("r17"));
+    let q = probe(&config, "q");
+    assert_eq!(q.headers.len(), 2, "{:?}", q.headers);
+    assert_eq!(header(q, "Origin"), Some("https://q.example.com"));
+    assert_eq!(header(q, "x-team"), Some("netops"));
+}
+
+#[test]
+fn a_header_value_is_substituted_and_the_url_keeps_the_placeholder() {
+    let text = r#"{"probes": [{"name": "p",
+        "url": "wss://192.0.2.1/s?access_token=${WSPROBE_TEST_TOKEN}",
+        "headers": {"Authorization": "Bearer ${WSPROBE_TEST_TOKEN}"}}]}"#;
+    let config = match config::load_str(text, &token_env) {
+        Ok(config) => config,
+        Err(errors) => panic!("config refused:\n{}", lines(&errors)),
+    };
+    let p = probe(&config, "p");
+    assert_eq!(header(p, "Authorization"), Some("Bearer s3cret-t0ken"));
+    assert_eq!(p.target.path_and_query, "/s?access_token=s3cret-t0ken");
+    assert!(!p.display_url.contains(TOKEN), "{}", p.display_url);
+}
+
+#[test]
+fn ca_file_with_a_pem_block_that_is_not_a_certificate_is_refused() {
+    let dir = TempDir::new();
+    let key = rcgen::KeyPair::generate().expect("key");
+    let key_file = dir.path.join("key.pem");
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let text = format!(
+        r#"{{"probes": [{{"name": "p", "url": "wss://192.0.2.1/", "tls": {{"ca_file": {}}}}}]}}"#,
+        serde_json::to_string(key_file.to_str().unwrap()).unwrap()
+    );
+    assert_eq!(
+        load_errors(&text),
+        [format!(
+            "probe \"p\": tls.ca_file: {} holds no PEM certificate",
+            key_file.display()
+        )]
+    );
+}
+
+#[test]
+fn defaults_tls_ca_file_is_checked_for_the_wss_probes_it_reaches() {
+    let errors = load_errors(
+        r#"{
+          "defaults": {"tls": {"ca_file": "/nonexistent/wsprobe-test-ca.pem"}},
+          "probes": [
+            {"name": "plain", "url": "ws://192.0.2.1/"},
+            {"name": "secure", "url": "wss://192.0.2.1/"}
+          ]
+        }"#,
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("probe \"secure\": tls.ca_file: cannot read /nonexistent/"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn interval_from_defaults_is_checked_against_each_probe_timeout() {
+    let errors = load_errors(
+        r#"{
+          "defaults": {"interval_ms": 5000},
+          "probes": [
+            {"name": "fast", "url": "ws://192.0.2.1/", "timeout_ms": 2000},
+            {"name": "slow", "url": "ws://192.0.2.1/", "timeout_ms": 8000}
+          ]
+        }"#,
+    );
+    assert_eq!(
+        errors,
+        [
+            r#"probe "slow": interval_ms: (5000) must be at least timeout_ms (8000), so runs cannot overlap"#
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Test files
+// ---------------------------------------------------------------------------
+
+/// A directory of its own under the system temp dir, removed on drop.
+struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "wsprobe-config-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.path.join("ca.pem")
+    }
+
+    /// Writes a fresh CA certificate and `valid-all-fields.json` with its
+    /// `@CA_FILE@` placeholder replaced by that certificate's path (`${VAR}`
+    /// is only substituted in `url` and header values).
+    fn all_fields_config(&self) -> PathBuf {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let ca = params.self_signed(&key).expect("CA certificate");
+        std::fs::write(self.ca_file(), ca.pem()).expect("write ca.pem");
+
+        let template_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(FIXTURES)
+            .join("valid-all-fields.json");
+        let template = std::fs::read_to_string(template_path).expect("read template");
+        assert!(template.contains("\"@CA_FILE@\""));
+        let ca_json = serde_json::to_string(self.ca_file().to_str().unwrap()).unwrap();
+        let config = template.replace("\"@CA_FILE@\"", &ca_json);
+        let path = self.path.join("valid-all-fields.json");
+        std::fs::write(&path, config).expect("write config");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
