@@ -193,6 +193,11 @@ pub enum Ending {
     Close(CloseCode),
     /// The server sent its Close; ours goes out as the reply.
     ServerClosed,
+    /// The server broke the protocol or announced an oversized message: our
+    /// Close goes out, but nothing more is parsed. tungstenite keeps the bad
+    /// frame header and would try to buffer the announced length on the
+    /// next read, so only raw bytes are drained after this.
+    Abort(CloseCode),
     /// The TCP connection is gone; nothing to say on it.
     Gone,
 }
@@ -288,7 +293,7 @@ fn read_failure(error: Error, skipped: u64, meta: &mut Meta) -> (Failure, Ending
                 None,
                 format!("a reply of {size} bytes exceeds max_message_bytes ({max_size}); not read"),
             ),
-            Ending::Close(CloseCode::Size),
+            Ending::Abort(CloseCode::Size),
         ),
         Error::Utf8(_) => (
             Failure::new(
@@ -296,7 +301,7 @@ fn read_failure(error: Error, skipped: u64, meta: &mut Meta) -> (Failure, Ending
                 None,
                 "a text reply is not valid UTF-8",
             ),
-            Ending::Close(CloseCode::Invalid),
+            Ending::Abort(CloseCode::Invalid),
         ),
         other => (
             Failure::new(
@@ -304,7 +309,7 @@ fn read_failure(error: Error, skipped: u64, meta: &mut Meta) -> (Failure, Ending
                 None,
                 format!("invalid reply: {other}"),
             ),
-            Ending::Close(CloseCode::Protocol),
+            Ending::Abort(CloseCode::Protocol),
         ),
     }
 }
@@ -331,9 +336,19 @@ pub fn close(mut ws: WebSocket<Transport>, ending: Ending) -> Option<bool> {
             };
             Some(ws.close(Some(frame)).is_ok() && await_close(&mut ws))
         }
+        Ending::Abort(code) => {
+            let frame = CloseFrame {
+                code,
+                reason: "".into(),
+            };
+            let _ = ws.close(Some(frame));
+            // The server's Close cannot be told apart from the rest of the
+            // stream any more: drain it raw, and do not call it clean.
+            Some(false)
+        }
     };
     let mut transport = ws.into_inner();
-    if clean == Some(true) {
+    if clean.is_some() {
         await_eof(&mut transport);
     }
     transport.shutdown();
