@@ -26,7 +26,7 @@ Exit codes: 0 success; 1 a record has a reason (once, probe); 2 usage or config 
 probe flags (the config's probe fields):
   --interpretation NAME     handshake_latency (default), round_trip_latency, connection_success
   --timeout-ms N            deadline for the whole run, 100 to 30000 (default 10000)
-  --send TEXT               message to send (implies round_trip_latency)
+  --send TEXT               message to send (round_trip_latency only)
   --expect TEXT             substring the reply must contain (default: any reply)
   --round-trip-scope S      message (default) or open_and_message
   --protocol NAME           subprotocol to offer (repeatable)
@@ -193,9 +193,6 @@ fn parse_probe(args: &mut Args) -> Result<Command, UsageError> {
     }
     let url = url.ok_or_else(|| UsageError("probe needs a URL".into()))?;
     fields.insert("url".into(), Value::String(url));
-    if fields.contains_key("send_message") && !fields.contains_key("interpretation") {
-        fields.insert("interpretation".into(), "round_trip_latency".into());
-    }
     for (key, map) in [
         ("headers", headers),
         ("labels", labels),
