@@ -1,0 +1,258 @@
+//! SPEC "The record": secrets never reach a record or a log line. Tokens in
+//! header values, in secret-named query parameters and in URL userinfo must
+//! not appear on stdout or stderr, for `probe`, `once` and `check`, on
+//! success and on failure; URLs are written with `REDACTED@` and
+//! `name=REDACTED`.
+
+mod pysupport;
+
+use serde_json::{json, Value};
+
+use pysupport::{refused_port, wsprobe, wsprobe_text, PyServer, Run, TempDir};
+
+/// Every distinct secret used below; none may ever be printed.
+const HEADER_TOKEN: &str = "hdrTok-7Qz1xK";
+const WRONG_HEADER_TOKEN: &str = "hdrWrong-4Lm9pV";
+const QUERY_TOKEN: &str = "qTok-2Hs8dN";
+const QUERY_ACCESS_KEY: &str = "qKey-6Rt3wB";
+const USER_NAME: &str = "uName-1Pc5yE";
+const USER_SECRET: &str = "uPass-9Jf2gA";
+const ENV_TOKEN: &str = "envTok-3Vb7nM";
+const SECRETS: &[&str] = &[
+    HEADER_TOKEN,
+    WRONG_HEADER_TOKEN,
+    QUERY_TOKEN,
+    QUERY_ACCESS_KEY,
+    USER_NAME,
+    USER_SECRET,
+    ENV_TOKEN,
+];
+
+fn assert_no_secret(run: &Run) {
+    assert!(
+        !(run.stdout.is_empty() && run.stderr.is_empty()),
+        "the run printed nothing to check: {run:#?}"
+    );
+    for secret in SECRETS {
+        assert!(
+            !run.stdout.contains(secret),
+            "secret {secret:?} on stdout:\n{}",
+            run.stdout
+        );
+        assert!(
+            !run.stderr.contains(secret),
+            "secret {secret:?} on stderr:\n{}",
+            run.stderr
+        );
+    }
+}
+
+fn secret_query() -> String {
+    format!("?token={QUERY_TOKEN}&room=lobby&access_key={QUERY_ACCESS_KEY}")
+}
+
+/// The redacted form of a URL built with `secret_query()`.
+fn assert_query_redacted(rec: &Value) {
+    let url = rec["url"].as_str().unwrap_or_default();
+    assert!(url.contains("token=REDACTED"), "url: {url}");
+    assert!(url.contains("access_key=REDACTED"), "url: {url}");
+    assert!(
+        url.contains("room=lobby"),
+        "a harmless parameter stays: {url}"
+    );
+}
+
+fn assert_userinfo_redacted(rec: &Value, port: u16) {
+    let url = rec["url"].as_str().unwrap_or_default();
+    assert!(
+        url.starts_with(&format!("ws://REDACTED@127.0.0.1:{port}/")),
+        "url: {url}"
+    );
+}
+
+#[test]
+fn probe_success_redacts_header_and_query() {
+    let Some(server) = PyServer::start(&["--require-auth", HEADER_TOKEN]) else {
+        return;
+    };
+    let url = server.ws_url(&format!("/feed{}", secret_query()));
+    let header = format!("Authorization: Bearer {HEADER_TOKEN}");
+    let run = wsprobe(&["probe", &url, "--header", &header]);
+    let rec = run.record();
+    assert_eq!(rec["reason"], Value::Null, "the token was sent: {rec}");
+    assert_eq!(run.code, 0);
+    assert_query_redacted(rec);
+    assert_no_secret(&run);
+}
+
+#[test]
+fn probe_success_redacts_userinfo() {
+    let Some(server) = PyServer::start(&[]) else {
+        return;
+    };
+    let url = format!(
+        "ws://{USER_NAME}:{USER_SECRET}@127.0.0.1:{}/{}",
+        server.port,
+        secret_query()
+    );
+    let run = wsprobe_text(&["probe", &url, "--human"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_no_secret(&run);
+
+    let run = wsprobe(&["probe", &url]);
+    let rec = run.record();
+    assert_eq!(rec["reason"], Value::Null, "{rec}");
+    assert_userinfo_redacted(rec, server.port);
+    assert_query_redacted(rec);
+    assert_no_secret(&run);
+}
+
+#[test]
+fn probe_401_redacts_everything() {
+    let Some(server) = PyServer::start(&["--require-auth", HEADER_TOKEN]) else {
+        return;
+    };
+    let url = format!(
+        "ws://{USER_NAME}:{USER_SECRET}@127.0.0.1:{}/feed{}",
+        server.port,
+        secret_query()
+    );
+    let header = format!("Authorization: Bearer {WRONG_HEADER_TOKEN}");
+    let run = wsprobe(&["probe", &url, "--header", &header]);
+    let rec = run.record();
+    assert_eq!(rec["reason"], "ws_open_failed", "{rec}");
+    assert_eq!(rec["meta"]["http_status"], 401, "{rec}");
+    assert_eq!(run.code, 1);
+    assert_userinfo_redacted(rec, server.port);
+    assert_query_redacted(rec);
+    assert_no_secret(&run);
+
+    let run = wsprobe_text(&["probe", &url, "--header", &header, "--human"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_no_secret(&run);
+}
+
+#[test]
+fn probe_refused_redacts_everything() {
+    let port = refused_port();
+    let url = format!(
+        "ws://{USER_NAME}:{USER_SECRET}@127.0.0.1:{port}/x{}",
+        secret_query()
+    );
+    let header = format!("X-Api-Token: {HEADER_TOKEN}");
+    let cookie = format!("Cookie: session={WRONG_HEADER_TOKEN}");
+    let run = wsprobe(&["probe", &url, "--header", &header, "--header", &cookie]);
+    let rec = run.record();
+    assert_eq!(rec["reason"], "ws_open_failed", "{rec}");
+    assert_eq!(run.code, 1);
+    assert_userinfo_redacted(rec, port);
+    assert_query_redacted(rec);
+    assert_no_secret(&run);
+
+    let run = wsprobe_text(&[
+        "probe", &url, "--header", &header, "--header", &cookie, "--human",
+    ]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_no_secret(&run);
+}
+
+#[test]
+fn once_redacts_success_and_failure() {
+    let Some(server) = PyServer::start(&["--require-auth", ENV_TOKEN]) else {
+        return;
+    };
+    let dir = TempDir::new("wsprobe-redact");
+    let port = refused_port();
+    let config = json!({
+        "probes": [
+            {
+                "name": "ok-env-token",
+                "url": format!("ws://127.0.0.1:{}/a{}", server.port, secret_query()),
+                "headers": { "Authorization": "Bearer ${WSPROBE_TEST_SECRET_TOKEN}" }
+            },
+            {
+                "name": "denied",
+                "url": format!(
+                    "ws://{USER_NAME}:{USER_SECRET}@127.0.0.1:{}/b{}",
+                    server.port,
+                    secret_query()
+                ),
+                "headers": { "Authorization": format!("Bearer {WRONG_HEADER_TOKEN}") }
+            },
+            {
+                "name": "refused",
+                "url": format!("ws://{USER_NAME}:{USER_SECRET}@127.0.0.1:{port}/c{}", secret_query()),
+                "headers": { "X-Auth-Key": HEADER_TOKEN }
+            }
+        ]
+    });
+    let path = dir.write("config.json", &config.to_string());
+    let mut cmd = std::process::Command::new(pysupport::WSPROBE);
+    cmd.args(["once", "-c", path.to_str().unwrap()])
+        .env("WSPROBE_TEST_SECRET_TOKEN", ENV_TOKEN);
+    let run = pysupport::run_command(cmd);
+    assert_eq!(run.records.len(), 3, "{run:#?}");
+    assert_eq!(run.code, 1, "two records have a reason: {run:#?}");
+
+    let ok = run.by_probe("ok-env-token");
+    assert_eq!(ok["reason"], Value::Null, "the env token was sent: {ok}");
+    assert_query_redacted(ok);
+
+    let denied = run.by_probe("denied");
+    assert_eq!(denied["reason"], "ws_open_failed", "{denied}");
+    assert_eq!(denied["meta"]["http_status"], 401, "{denied}");
+    assert_userinfo_redacted(denied, server.port);
+    assert_query_redacted(denied);
+
+    let refused = run.by_probe("refused");
+    assert_eq!(refused["reason"], "ws_open_failed", "{refused}");
+    assert_userinfo_redacted(refused, port);
+    assert_query_redacted(refused);
+
+    assert_no_secret(&run);
+}
+
+#[test]
+fn config_errors_redact_urls_and_header_values() {
+    let dir = TempDir::new("wsprobe-redact-check");
+    let config = json!({
+        "probes": [
+            {
+                // Wrong scheme: the error names the url.
+                "name": "bad-scheme",
+                "url": format!("http://{USER_NAME}:{USER_SECRET}@127.0.0.1:1/{}", secret_query())
+            },
+            {
+                // A fragment is refused.
+                "name": "bad-fragment",
+                "url": format!("ws://127.0.0.1:1/{}#frag", secret_query())
+            },
+            {
+                // A CR in a header value is refused; the value is not printed.
+                "name": "bad-header",
+                "url": "ws://127.0.0.1:1/",
+                "headers": { "Authorization": format!("Bearer {HEADER_TOKEN}\r\nX-Injected: 1") }
+            },
+            {
+                // A handshake header is refused with a hint.
+                "name": "own-header",
+                "url": "ws://127.0.0.1:1/",
+                "headers": { "Sec-WebSocket-Key": WRONG_HEADER_TOKEN }
+            }
+        ]
+    });
+    let path = dir.write("config.json", &config.to_string());
+    for command in ["check", "once"] {
+        let run = wsprobe(&[command, "-c", path.to_str().unwrap()]);
+        assert_eq!(run.code, 2, "{command}: invalid config: {run:#?}");
+        assert!(run.records.is_empty(), "{command}: nothing ran: {run:#?}");
+        for name in ["bad-scheme", "bad-fragment", "bad-header", "own-header"] {
+            assert!(
+                run.stderr.contains(name),
+                "{command}: every problem is listed, {name} missing:\n{}",
+                run.stderr
+            );
+        }
+        assert_no_secret(&run);
+    }
+}
