@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Build static release binaries of wsprobe for routers, the way
+# shared RECIPES.md says works on Debian 12 without Docker:
+#
+#   aarch64      aarch64-unknown-linux-musl: clang compiles ring's C/asm,
+#                rust-lld links (musl's crt and libc come with the target).
+#   armv7        armv7-unknown-linux-musleabihf: no prebuilt std here, so std
+#                is built from source (-Zbuild-std on stable, through
+#                RUSTC_BOOTSTRAP=1) and zig links (cargo-zigbuild).
+#   x86_64-musl  x86_64-unknown-linux-musl, static, for comparison and for
+#                x86 appliances.
+#   all          the three, one after the other.
+#
+# usage: scripts/build-arm.sh [aarch64|armv7|x86_64-musl|all]   (default aarch64)
+#
+# Prerequisites: scripts/install-cross-deps.sh (add --armv7 for armv7).
+# The release profile (Cargo.toml) is opt-level "s", lto, codegen-units 1,
+# strip, panic "unwind"; CARGO_PROFILE_RELEASE_* variables override it.
+# Output goes to $CARGO_TARGET_DIR (default ./target)/<triple>/release/wsprobe.
+# Prints one line per binary: "<path> <size in bytes>".
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root="$(pwd)"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+ZIG_VENV="${ZIG_VENV:-/opt/zig}"
+
+die() { printf 'build-arm: %s\n' "$*" >&2; exit 1; }
+
+report() {
+    local bin="$target_dir/$1/release/wsprobe"
+    [[ -f $bin ]] || die "expected binary not found: $bin"
+    printf '%s %s\n' "$bin" "$(stat -c %s "$bin")"
+}
+
+build_aarch64() {
+    command -v clang >/dev/null || die "clang not found: run scripts/install-cross-deps.sh"
+    CC_aarch64_unknown_linux_musl=clang \
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
+        cargo build --locked --release --bin wsprobe --target aarch64-unknown-linux-musl
+    report aarch64-unknown-linux-musl
+}
+
+build_x86_64_musl() {
+    command -v clang >/dev/null || die "clang not found: run scripts/install-cross-deps.sh"
+    CC_x86_64_unknown_linux_musl=clang \
+    CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
+        cargo build --locked --release --bin wsprobe --target x86_64-unknown-linux-musl
+    report x86_64-unknown-linux-musl
+}
+
+build_armv7() {
+    [[ -x $ZIG_VENV/bin/cargo-zigbuild ]] ||
+        die "$ZIG_VENV/bin/cargo-zigbuild not found: run scripts/install-cross-deps.sh --armv7"
+    # std must be rebuilt with the same panic strategy as the profile:
+    # panic_unwind for "unwind" (Cargo.toml), panic_abort when overridden.
+    local panic="${CARGO_PROFILE_RELEASE_PANIC:-unwind}"
+    local std_crates
+    case $panic in
+        unwind) std_crates=std,panic_unwind ;;
+        abort) std_crates=std,panic_abort ;;
+        *) die "CARGO_PROFILE_RELEASE_PANIC=$panic: expected unwind or abort" ;;
+    esac
+    # zig brings its own musl crt objects: do not add Rust's self-contained ones.
+    PATH="$ZIG_VENV/bin:$PATH" \
+    RUSTC_BOOTSTRAP=1 \
+    CARGO_TARGET_ARMV7_UNKNOWN_LINUX_MUSLEABIHF_RUSTFLAGS="-C link-self-contained=no" \
+        cargo zigbuild --locked "-Zbuild-std=$std_crates" --release --bin wsprobe \
+        --target armv7-unknown-linux-musleabihf
+    report armv7-unknown-linux-musleabihf
+}
+
+what="${1:-aarch64}"
+(($# <= 1)) || die "too many arguments (usage: $0 [aarch64|armv7|x86_64-musl|all])"
+case $what in
+    aarch64) build_aarch64 ;;
+    armv7) build_armv7 ;;
+    x86_64-musl) build_x86_64_musl ;;
+    all)
+        build_aarch64
+        build_armv7
+        build_x86_64_musl
+        ;;
+    -h | --help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+    *) die "unknown target $what (usage: $0 [aarch64|armv7|x86_64-musl|all])" ;;
+esac
