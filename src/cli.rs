@@ -329,6 +329,8 @@ mod tests {
         let Ok(Command::Probe(adhoc)) = parse_str(&[
             "probe",
             "ws://h/",
+            "--interpretation",
+            "round_trip_latency",
             "--send=hi",
             "--header",
             "Origin: https://a",

@@ -589,7 +589,10 @@ impl<'a> Loader<'a> {
                 );
                 continue;
             }
-            if tungstenite::http::HeaderValue::from_str(&expanded).is_err() {
+            if !expanded
+                .bytes()
+                .all(|b| b == b'\t' || (0x20..=0x7e).contains(&b))
+            {
                 self.error(
                     place,
                     &field,
@@ -1035,8 +1038,8 @@ impl<'a> Loader<'a> {
     }
 }
 
-/// Parses a `ws://` or `wss://` URL by hand: `http::Uri` drops a fragment
-/// silently and accepts port 99999.
+/// Parses a `ws://` or `wss://` URL by hand: the rules are few, and the
+/// common parsers drop a fragment silently or accept port 99999.
 pub fn parse_url(raw: &str) -> Result<Target, (String, Option<String>)> {
     let plain = |m: &str| (m.to_owned(), None);
     if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -1133,10 +1136,12 @@ pub fn parse_url(raw: &str) -> Result<Target, (String, Option<String>)> {
         path_and_query,
         userinfo,
     };
-    // The request line is built by tungstenite from an `http::Uri`; refuse
-    // here what it would refuse at run time.
-    if let Err(e) = target.request_url().parse::<tungstenite::http::Uri>() {
-        return Err(plain(&format!("is not a valid URL: {e}")));
+    // The request line carries the path and query as they are.
+    if !target.path_and_query.is_ascii() {
+        return Err((
+            "has non-ASCII characters in its path or query".into(),
+            Some("percent-encode them".into()),
+        ));
     }
     Ok(target)
 }

@@ -210,6 +210,26 @@ fn wrong_accept_key_is_open_failed() {
     server.request();
 }
 
+#[test]
+fn connection_header_with_several_tokens_still_opens() {
+    // `Connection: keep-alive, Upgrade` is valid (RFC 6455 section 4.1: the
+    // header must contain the token); tungstenite's own client refuses it.
+    let server = keep_alive_upgrade_server();
+    let url = server.url();
+    let (r, run) = probe_one(&[
+        &url,
+        "--interpretation",
+        RT,
+        "--send",
+        "hi",
+        "--expect",
+        "hi",
+    ]);
+    assert_reason(&r, &run, None);
+    assert_eq!(r.meta.http_status, Some(101));
+    assert_closed_with_1000(&server);
+}
+
 fn assert_status_open_failed(status: &'static str, code: u16) {
     let server = http_status_server(status, String::new());
     let url = server.url();

@@ -8,6 +8,7 @@ pub mod connect;
 pub mod deadline;
 pub mod resolve;
 pub mod tls;
+pub mod upgrade;
 pub mod ws;
 
 use std::time::Instant;
@@ -80,7 +81,7 @@ fn run_phases(spec: &ProbeSpec, deadline: &Deadline, out: &mut Outcome) -> Resul
     };
 
     let mark = Instant::now();
-    let upgraded = ws::upgrade(spec, transport, &mut out.meta);
+    let upgraded = upgrade::upgrade(spec, transport, ws::config(spec), &mut out.meta);
     out.timings.upgrade = Some(since(mark));
     let mut socket = match upgraded {
         Ok(socket) => socket,

@@ -1,20 +1,16 @@
-//! The WebSocket part of a run: upgrade, send, await the reply, close.
+//! The WebSocket part of a run after the upgrade: send, await the reply, close.
 
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
-use tungstenite::client::IntoClientRequest;
 use tungstenite::error::{CapacityError, ProtocolError};
-use tungstenite::handshake::HandshakeError;
-use tungstenite::http::{HeaderName, HeaderValue};
 pub use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{Error, Message, WebSocket};
 
 use super::deadline::{Deadline, DeadlineStream};
 use super::tls::TlsStream;
-use crate::outcome::{Failure, Meta, Outcome, Phase, Reason};
-use crate::redact;
+use crate::outcome::{Failure, Meta, Outcome, Reason};
 use crate::spec::{Exchange, ProbeSpec};
 
 /// How long the server gets to answer our Close, after the measurement.
@@ -80,111 +76,14 @@ impl Write for Transport {
     }
 }
 
-/// Sends the upgrade request and checks the answer (RFC 6455 section 4.1).
-pub fn upgrade(
-    spec: &ProbeSpec,
-    transport: Transport,
-    meta: &mut Meta,
-) -> Result<WebSocket<Transport>, Failure> {
-    let request = build_request(spec)?;
-    let config = WebSocketConfig::default()
+/// The framing limits for this probe: a reply over `max_message_bytes` is
+/// refused from its frame header, before anything is allocated for it.
+pub fn config(spec: &ProbeSpec) -> WebSocketConfig {
+    WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_message_size(Some(spec.max_message_bytes))
-        .max_frame_size(Some(spec.max_message_bytes));
-    match tungstenite::client::client_with_config(request, transport, Some(config)) {
-        Ok((ws, response)) => {
-            meta.http_status = Some(response.status().as_u16());
-            meta.subprotocol = response
-                .headers()
-                .get("Sec-WebSocket-Protocol")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            Ok(ws)
-        }
-        // Only a `WouldBlock` can interrupt; the stream turns those into
-        // `TimedOut`, but a timeout is the only way to get here anyway.
-        Err(HandshakeError::Interrupted(_)) => Err(Failure::handshake_timeout(Phase::Upgrade)),
-        Err(HandshakeError::Failure(error)) => Err(upgrade_failure(error, meta)),
-    }
-}
-
-fn build_request(spec: &ProbeSpec) -> Result<tungstenite::handshake::client::Request, Failure> {
-    let invalid = |e: String| Failure::open_failed(Phase::Upgrade, e);
-    let mut request = spec
-        .target
-        .request_url()
-        .into_client_request()
-        .map_err(|e| invalid(format!("cannot build the upgrade request: {e}")))?;
-    let headers = request.headers_mut();
-    for (name, value) in &spec.headers {
-        // Both were checked at load time; the header name alone is named here.
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| invalid(format!("header {name}: invalid name")))?;
-        let value = HeaderValue::from_str(value)
-            .map_err(|_| invalid(format!("header {name}: invalid value")))?;
-        headers.append(name, value);
-    }
-    if let Some(userinfo) = &spec.target.userinfo {
-        if !headers.contains_key("authorization") {
-            let value = format!("Basic {}", base64(userinfo.as_bytes()));
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert("authorization", value);
-            }
-        }
-    }
-    if !spec.protocols.is_empty() {
-        let offer = HeaderValue::from_str(&spec.protocols.join(", "))
-            .map_err(|_| invalid("protocols: invalid value".to_owned()))?;
-        headers.insert("sec-websocket-protocol", offer);
-    }
-    Ok(request)
-}
-
-fn upgrade_failure(error: Error, meta: &mut Meta) -> Failure {
-    match error {
-        Error::Http(response) => {
-            let status = response.status();
-            meta.http_status = Some(status.as_u16());
-            meta.location = response
-                .headers()
-                .get("location")
-                .map(|v| redact::url(&String::from_utf8_lossy(v.as_bytes())));
-            Failure::open_failed(
-                Phase::Upgrade,
-                format!(
-                    "server answered HTTP {} {} instead of 101 Switching Protocols",
-                    status.as_u16(),
-                    status.canonical_reason().unwrap_or("")
-                )
-                .trim_end()
-                .to_owned(),
-            )
-        }
-        Error::Io(e) if e.kind() == io::ErrorKind::TimedOut => {
-            Failure::handshake_timeout(Phase::Upgrade)
-        }
-        Error::Io(e) => Failure::open_failed(
-            Phase::Upgrade,
-            format!("connection lost during the upgrade: {e}"),
-        ),
-        Error::Protocol(ProtocolError::HandshakeIncomplete) => Failure::open_failed(
-            Phase::Upgrade,
-            "the server closed the connection before answering the upgrade",
-        ),
-        Error::Protocol(ProtocolError::SecWebSocketAcceptKeyMismatch) => Failure::open_failed(
-            Phase::Upgrade,
-            "bad Sec-WebSocket-Accept: the server's answer does not match our key",
-        ),
-        Error::Protocol(ProtocolError::SecWebSocketSubProtocolError(e)) => {
-            Failure::open_failed(Phase::Upgrade, format!("subprotocol: {e}"))
-        }
-        Error::AttackAttempt => Failure::open_failed(
-            Phase::Upgrade,
-            "the upgrade answer is too large or arrives in too many tiny pieces",
-        ),
-        other => Failure::open_failed(Phase::Upgrade, format!("upgrade refused: {other}")),
-    }
+        .max_frame_size(Some(spec.max_message_bytes))
 }
 
 /// How the exchange ended, for the close that follows.
@@ -406,8 +305,9 @@ fn show_reply(message: &Message) -> String {
     }
 }
 
-/// Standard base64 with padding, for HTTP Basic credentials from the URL.
-fn base64(input: &[u8]) -> String {
+/// Standard base64 with padding: the handshake key, its accept value and
+/// HTTP Basic credentials from the URL.
+pub fn base64(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {

@@ -637,6 +637,26 @@ fn switching_protocols(accept: &str) -> String {
     )
 }
 
+/// A correct 101 answer whose Connection header lists a second token
+/// (`keep-alive, Upgrade`), as some proxies write it; RFC 6455 section 4.1
+/// asks only that the list contain "Upgrade". Then echoes.
+pub fn keep_alive_upgrade_server() -> Server {
+    spawn_server(|mut stream, tx| {
+        let Some(accept) = raw_upgrade_request(&mut stream, tx) else {
+            return;
+        };
+        let answer = switching_protocols(&accept)
+            .replace("Connection: Upgrade", "Connection: keep-alive, Upgrade");
+        if stream.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+        let mut ws = WebSocket::from_raw_socket(stream, tungstenite::protocol::Role::Server, None);
+        serve_messages(&mut ws, tx, |ws, message| {
+            let _ = ws.send(message.clone());
+        });
+    })
+}
+
 /// A correct 101 answer, written one byte every 100 ms.
 pub fn trickle_101_server() -> Server {
     spawn_server(|mut stream, tx| {

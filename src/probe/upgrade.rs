@@ -1,0 +1,305 @@
+//! The opening handshake, RFC 6455 section 4.1, checked to the letter.
+//!
+//! wsprobe writes the request and reads the answer itself rather than
+//! through tungstenite's client handshake, which refuses a `Connection:
+//! keep-alive, Upgrade` answer (RFC 6455 asks for a token, not an exact
+//! value) and would page an operator for a server that works in every
+//! browser. The framing after the upgrade is tungstenite's.
+
+use std::io::{self, Read, Write};
+
+use ring::digest::{digest, SHA1_FOR_LEGACY_USE_ONLY};
+use ring::rand::{SecureRandom, SystemRandom};
+use tungstenite::protocol::{Role, WebSocketConfig};
+use tungstenite::WebSocket;
+
+use super::ws::{base64, Transport};
+use crate::outcome::{Failure, Meta, Phase};
+use crate::redact;
+use crate::spec::ProbeSpec;
+
+/// RFC 6455 section 1.3: appended to the key before hashing.
+const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// A larger answer head is refused: a hostile server gets no more memory.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// More header lines than this is no WebSocket server we want to talk to.
+const MAX_HEADERS: usize = 64;
+
+/// Sends the upgrade request and checks the answer; on success the socket
+/// is open, with any bytes read past the answer handed to the framing.
+pub fn upgrade(
+    spec: &ProbeSpec,
+    mut transport: Transport,
+    config: WebSocketConfig,
+    meta: &mut Meta,
+) -> Result<WebSocket<Transport>, Failure> {
+    let key = new_key()?;
+    let request = request(spec, &key);
+    transport
+        .write_all(request.as_bytes())
+        .and_then(|()| transport.flush())
+        .map_err(|e| io_failure(e, "sending the upgrade request"))?;
+
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = transport
+            .read(&mut chunk)
+            .map_err(|e| io_failure(e, "waiting for the upgrade answer"))?;
+        if n == 0 {
+            return Err(Failure::open_failed(
+                Phase::Upgrade,
+                "the server closed the connection before answering the upgrade",
+            ));
+        }
+        head.extend_from_slice(&chunk[..n]);
+        if let Some(head_len) = check_answer(&head, &key, &spec.protocols, meta)? {
+            let tail = head.split_off(head_len);
+            return Ok(WebSocket::from_partially_read(
+                transport,
+                tail,
+                Role::Client,
+                Some(config),
+            ));
+        }
+        if head.len() > MAX_HEAD {
+            return Err(Failure::open_failed(
+                Phase::Upgrade,
+                format!("the upgrade answer's head passes {MAX_HEAD} bytes without ending"),
+            ));
+        }
+    }
+}
+
+fn new_key() -> Result<String, Failure> {
+    let mut nonce = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| Failure::open_failed(Phase::Upgrade, "no randomness for the key"))?;
+    Ok(base64(&nonce))
+}
+
+/// The value the server must answer in `Sec-WebSocket-Accept`.
+pub fn accept_for(key: &str) -> String {
+    let hash = digest(
+        &SHA1_FOR_LEGACY_USE_ONLY,
+        format!("{key}{ACCEPT_GUID}").as_bytes(),
+    );
+    base64(hash.as_ref())
+}
+
+fn request(spec: &ProbeSpec, key: &str) -> String {
+    let target = &spec.target;
+    let mut request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
+        target.path_and_query,
+        target.authority()
+    );
+    if !spec.protocols.is_empty() {
+        request.push_str(&format!(
+            "Sec-WebSocket-Protocol: {}\r\n",
+            spec.protocols.join(", ")
+        ));
+    }
+    let has = |name: &str| {
+        spec.headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(name))
+    };
+    if let (Some(userinfo), false) = (&target.userinfo, has("authorization")) {
+        request.push_str(&format!(
+            "Authorization: Basic {}\r\n",
+            base64(userinfo.as_bytes())
+        ));
+    }
+    if !has("user-agent") {
+        request.push_str(concat!(
+            "User-Agent: wsprobe/",
+            env!("CARGO_PKG_VERSION"),
+            "\r\n"
+        ));
+    }
+    for (name, value) in &spec.headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request
+}
+
+fn io_failure(error: io::Error, doing: &str) -> Failure {
+    if error.kind() == io::ErrorKind::TimedOut {
+        Failure::handshake_timeout(Phase::Upgrade)
+    } else {
+        Failure::open_failed(Phase::Upgrade, format!("connection lost {doing}: {error}"))
+    }
+}
+
+/// `None` while the head is incomplete; the head's length once it is
+/// complete and valid; a failure once it is complete and wrong.
+fn check_answer(
+    buf: &[u8],
+    key: &str,
+    offered: &[String],
+    meta: &mut Meta,
+) -> Result<Option<usize>, Failure> {
+    let failed = |detail: String| Failure::open_failed(Phase::Upgrade, detail);
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut answer = httparse::Response::new(&mut headers);
+    let head_len = match answer.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(failed(format!(
+                "the upgrade answer has more than {MAX_HEADERS} headers"
+            )))
+        }
+        Err(e) => return Err(failed(format!("the server's answer is not HTTP: {e}"))),
+    };
+    let status = answer.code.unwrap_or(0);
+    meta.http_status = Some(status);
+    let values = |name: &str| -> Vec<String> {
+        answer
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_owned())
+            .collect()
+    };
+    let has_token = |name: &str, token: &str| {
+        values(name)
+            .iter()
+            .flat_map(|v| v.split(',').map(str::trim).collect::<Vec<_>>())
+            .any(|t| t.eq_ignore_ascii_case(token))
+    };
+
+    if status != 101 {
+        meta.location = values("location").first().map(|l| redact::url(l));
+        let reason: String = answer
+            .reason
+            .unwrap_or("")
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
+        let detail = format!("server answered HTTP {status} {reason}");
+        return Err(failed(format!(
+            "{} instead of 101 Switching Protocols",
+            detail.trim_end()
+        )));
+    }
+    if !has_token("upgrade", "websocket") {
+        return Err(failed(
+            "the 101 answer lacks \"Upgrade: websocket\"".to_owned(),
+        ));
+    }
+    if !has_token("connection", "upgrade") {
+        return Err(failed(
+            "the 101 answer lacks \"Connection: Upgrade\"".to_owned(),
+        ));
+    }
+    match values("sec-websocket-accept").as_slice() {
+        [accept] if *accept == accept_for(key) => {}
+        [] => return Err(failed("the 101 answer has no Sec-WebSocket-Accept".into())),
+        _ => {
+            return Err(failed(
+                "bad Sec-WebSocket-Accept: the server's answer does not match our key".into(),
+            ))
+        }
+    }
+    let extensions: Vec<String> = values("sec-websocket-extensions")
+        .into_iter()
+        .filter(|v| !v.is_empty())
+        .collect();
+    if !extensions.is_empty() {
+        return Err(failed(format!(
+            "the server chose extensions that were not offered: {}",
+            extensions.join(", ")
+        )));
+    }
+    let chosen = values("sec-websocket-protocol");
+    match (chosen.as_slice(), offered.is_empty()) {
+        ([], true) => {}
+        ([], false) => {
+            return Err(failed(format!(
+                "subprotocol: the server chose none of those offered ({})",
+                offered.join(", ")
+            )))
+        }
+        ([one], false) if offered.contains(one) => meta.subprotocol = Some(one.clone()),
+        (chosen, _) => {
+            return Err(failed(format!(
+                "subprotocol: the server chose {:?}, which was not offered",
+                chosen.join(", ")
+            )))
+        }
+    }
+    Ok(Some(head_len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    fn answer(extra: &str) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n{extra}\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn check(buf: &[u8], offered: &[&str]) -> Result<Option<usize>, String> {
+        let offered: Vec<String> = offered.iter().map(|s| s.to_string()).collect();
+        check_answer(buf, KEY, &offered, &mut Meta::default()).map_err(|f| f.error)
+    }
+
+    #[test]
+    fn the_rfc_example_key_gives_the_rfc_accept() {
+        assert_eq!(accept_for(KEY), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn connection_is_a_token_list_not_an_exact_value() {
+        for connection in ["Upgrade", "upgrade", "keep-alive, Upgrade", "Upgrade,close"] {
+            let buf = answer(&format!("Connection: {connection}\r\n"));
+            assert_eq!(check(&buf, &[]), Ok(Some(buf.len())), "{connection}");
+        }
+        let buf = answer("Connection: keep-alive\r\n");
+        assert!(check(&buf, &[]).unwrap_err().contains("Connection"));
+    }
+
+    #[test]
+    fn an_incomplete_head_asks_for_more() {
+        let buf = answer("Connection: Upgrade\r\n");
+        assert_eq!(check(&buf[..buf.len() - 2], &[]), Ok(None));
+    }
+
+    #[test]
+    fn subprotocols_must_be_one_of_those_offered() {
+        let with = |p: &str| {
+            answer(&format!(
+                "Connection: Upgrade\r\nSec-WebSocket-Protocol: {p}\r\n"
+            ))
+        };
+        assert!(check(&with("chat"), &["chat", "superchat"]).is_ok());
+        assert!(check(&with("other"), &["chat"]).is_err());
+        assert!(check(&with("chat"), &[]).is_err());
+        assert!(check(&answer("Connection: Upgrade\r\n"), &["chat"]).is_err());
+    }
+
+    #[test]
+    fn wrong_accept_and_unoffered_extensions_fail() {
+        let bad = b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                    Sec-WebSocket-Accept: AAAA\r\n\r\n";
+        assert!(check(bad, &[])
+            .unwrap_err()
+            .contains("Sec-WebSocket-Accept"));
+        let ext = answer("Connection: Upgrade\r\nSec-WebSocket-Extensions: permessage-deflate\r\n");
+        assert!(check(&ext, &[]).unwrap_err().contains("extensions"));
+    }
+}
