@@ -78,8 +78,13 @@ pub fn run(config_path: &Path, config: Config) -> Exit {
     }
 
     let mut sink = Sink::open(&config.output);
+    // A directory that appears later (a log volume mounted after boot) must
+    // not keep the agent from probing: it retries at each record.
     if let Err(e) = sink.reopen() {
-        return Exit::Failed(format!("cannot open {}: {e}", sink.describe()));
+        log(&format!(
+            "cannot open {}: {e}; will retry at each record",
+            sink.describe()
+        ));
     }
     let (line_tx, line_rx) = crossbeam_channel::bounded(LINE_QUEUE);
     let (writer_stop_tx, writer_stop_rx) = crossbeam_channel::bounded(1);
