@@ -266,11 +266,22 @@ fn write_lines(
     control: Sender<Control>,
 ) {
     let mut last_report: Option<Instant> = None;
+    // True between a failed write and the next one that works.
+    let mut failing = false;
     let mut handle = |message: ToWriter, sink: &mut Sink| -> bool {
         match message {
             ToWriter::Line(line) => match sink.write_line(&line) {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => {
+                    if std::mem::take(&mut failing) {
+                        log(&format!(
+                            "writing records to {} again; {} record(s) dropped so far",
+                            sink.describe(),
+                            sink.dropped
+                        ));
+                    }
+                }
                 Ok(Err(e)) => {
+                    failing = true;
                     let due = last_report.is_none_or(|t| t.elapsed() >= DROP_REPORT_EVERY);
                     if due {
                         log(&format!(
@@ -310,8 +321,11 @@ fn write_lines(
                 // Write what was complete when the stop came, then leave.
                 while let Ok(message) = lines.try_recv() {
                     if !handle(message, &mut sink) {
-                        return;
+                        break;
                     }
+                }
+                if sink.dropped > 0 {
+                    log(&format!("{} record(s) could not be written in all", sink.dropped));
                 }
                 return;
             },
