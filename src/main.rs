@@ -1,11 +1,20 @@
 //! argv -> command; the only place that decides exit codes.
 
+use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::thread;
 use std::time::Instant;
+
+use crossbeam_channel::select;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use wsprobe::cli::{self, AdHoc, Command};
 use wsprobe::config::{self, Config, ConfigError};
+use wsprobe::outcome::Outcome;
 use wsprobe::record::Record;
+use wsprobe::schedule::PROBE_STACK;
 use wsprobe::writer::Sink;
 use wsprobe::{human, once, probe, schedule};
 
@@ -26,11 +35,13 @@ fn main() -> ExitCode {
     };
     ExitCode::from(match command {
         Command::Help => {
-            print!("{}", cli::USAGE);
+            // `wsprobe --help | head` must not panic on the closed pipe.
+            let _ = std::io::stdout().write_all(cli::USAGE.as_bytes());
             EXIT_OK
         }
         Command::Version => {
-            println!("wsprobe {}", env!("CARGO_PKG_VERSION"));
+            let version = format!("wsprobe {}\n", env!("CARGO_PKG_VERSION"));
+            let _ = std::io::stdout().write_all(version.as_bytes());
             EXIT_OK
         }
         Command::Check { config } => match load(&config) {
@@ -119,8 +130,7 @@ fn once_command(loaded: Config, names: &[String]) -> u8 {
         return EXIT_USAGE;
     }
     match once::run_all(probes, &mut sink) {
-        Ok(false) => EXIT_OK,
-        Ok(true) => EXIT_PROBE_FAILED,
+        Ok(any_failed) => exit_for(any_failed),
         Err(_) => EXIT_PROBE_FAILED,
     }
 }
@@ -139,35 +149,81 @@ fn probe_command(adhoc: AdHoc) -> u8 {
     let Some(spec) = loaded.probes.into_iter().next() else {
         return EXIT_USAGE;
     };
+    let spec = Arc::new(spec);
     let mut sink = Sink::open(&config::Output::Stdout);
     let mut summary = human::Summary::default();
     let mut any_failed = false;
+
+    // Like ping, the readable form prints its summary on Ctrl-C; the JSON
+    // form keeps the default (records already written are complete lines).
+    let (interrupt_tx, interrupt_rx) = crossbeam_channel::bounded(1);
     if adhoc.human {
-        println!("{}", human::header(&spec));
-    }
-    let first = Instant::now();
-    for seq in 1..=adhoc.count {
-        if seq > 1 {
-            // Fixed rate: run k starts at first + (k - 1) x interval.
-            let due = first + adhoc.interval * (seq - 1) as u32;
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        if let Ok(mut signals) = Signals::new([SIGINT, SIGTERM]) {
+            thread::spawn(move || {
+                if signals.forever().next().is_some() {
+                    let _ = interrupt_tx.send(());
+                }
+            });
         }
-        let outcome = probe::run_guarded(&spec);
-        any_failed |= outcome.reason.is_some();
-        let line = if adhoc.human {
-            summary.add(&spec, &outcome);
-            format!("{}\n", human::line(seq, &spec, &outcome))
-        } else {
-            Record::new(&spec, &outcome).to_line()
-        };
-        match sink.write_line(&line) {
-            Ok(_) => {}
-            Err(_) => return EXIT_PROBE_FAILED,
+        if sink
+            .write_line(&format!("{}\n", human::header(&spec)))
+            .is_err()
+        {
+            return EXIT_OK;
         }
     }
-    if adhoc.human {
-        println!("{}", summary.render(&spec));
+
+    let (outcome_tx, outcome_rx) = crossbeam_channel::bounded::<(u64, Outcome)>(0);
+    let worker_spec = spec.clone();
+    let spawned = thread::Builder::new()
+        .name("probe".into())
+        .stack_size(PROBE_STACK)
+        .spawn(move || {
+            let first = Instant::now();
+            for seq in 1..=adhoc.count {
+                // Fixed rate: run k starts at first + (k - 1) x interval.
+                let offset = u32::try_from(seq - 1).unwrap_or(u32::MAX);
+                let due = first + adhoc.interval.saturating_mul(offset);
+                thread::sleep(due.saturating_duration_since(Instant::now()));
+                let outcome = probe::run_guarded(&worker_spec);
+                if outcome_tx.send((seq, outcome)).is_err() {
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("wsprobe: cannot start the probe thread: {e}");
+        return EXIT_PROBE_FAILED;
     }
+
+    loop {
+        select! {
+            recv(outcome_rx) -> done => {
+                let Ok((seq, outcome)) = done else { break };
+                any_failed |= outcome.reason.is_some();
+                let line = if adhoc.human {
+                    summary.add(&spec, &outcome);
+                    format!("{}\n", human::line(seq, &spec, &outcome))
+                } else {
+                    Record::new(&spec, &outcome).to_line()
+                };
+                // A closed stdout (`| head`): nobody reads on, stop quietly.
+                if sink.write_line(&line).is_err() {
+                    return exit_for(any_failed);
+                }
+            },
+            // The run in flight is abandoned, as the agent does; the exit
+            // code speaks of the records written.
+            recv(interrupt_rx) -> _ => break,
+        }
+    }
+    if adhoc.human {
+        let _ = sink.write_line(&format!("{}\n", summary.render(&spec)));
+    }
+    exit_for(any_failed)
+}
+
+fn exit_for(any_failed: bool) -> u8 {
     if any_failed {
         EXIT_PROBE_FAILED
     } else {
