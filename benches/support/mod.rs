@@ -1,21 +1,29 @@
 //! What the benchmarks share: in-process `ws://` and `wss://` echo servers
 //! bound to 127.0.0.1:0, a test CA made with rcgen, and probe specs built
-//! through the same validation as `wsprobe probe`.
+//! through the same validation as `wsprobe probe`; for the fidelity bench,
+//! a raw TCP echo server and a delaying TCP relay (`DelayRelay`).
 //!
 //! The servers run on threads of their own (one per connection), so a
 //! benchmark that measures its own thread's CPU does not count theirs.
+//! [`load_server`] is the variant for many connections a second (the agent
+//! load and footprint benchmarks), with a silent mode that holds
+//! connections open.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use serde_json::Value;
+use socket2::{Domain, Protocol, Socket, Type};
+use tungstenite::protocol::WebSocketConfig;
 use tungstenite::WebSocket;
 use wsprobe::spec::ProbeSpec;
 
@@ -190,4 +198,406 @@ pub fn build_kind() -> &'static str {
     } else {
         "release"
     }
+}
+
+/// A raw TCP echo server (no WebSocket): every byte read is written back.
+/// The bare baseline beside the probe in the fidelity bench.
+pub fn tcp_echo_server() -> SocketAddr {
+    serve(|mut tcp| {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match tcp.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if tcp.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// A TCP relay on 127.0.0.1:0 that forwards to `target` with a fixed
+/// one-way delay in each direction: a delay line for a kernel without
+/// netem.
+///
+/// Per connection, each direction has a reader thread and a writer thread
+/// joined by a channel. The reader stamps each chunk with the time the
+/// kernel received it (`SO_TIMESTAMPNS`, falling back to the time of the
+/// read), so the reader's own wake-up latency does not add to the delay;
+/// the writer sleeps (timer slack 1 ns) until `arrival + delay`, spins the
+/// last `spin` of it, and writes. Chunks keep their order; an end of
+/// stream is forwarded as a half-close when its time comes.
+///
+/// What the relay cannot delay: the TCP handshake between the client and
+/// the relay, which the kernel completes before `accept` returns. The
+/// relay connects to `target` as soon as it accepts (locally, in
+/// microseconds), so a connect through it costs no delay at all.
+pub struct DelayRelay {
+    pub addr: SocketAddr,
+    stats: Arc<RelayStats>,
+}
+
+/// What the relay saw since the last `DelayRelay::take_samples`.
+#[derive(Debug, Default)]
+pub struct RelaySamples {
+    /// Per chunk written: when the writer woke to write it, minus when it
+    /// was due. This adds to the one-way delay on every pass.
+    pub lateness: Vec<Duration>,
+    /// Per kernel-stamped chunk: when the reader got it, minus when the
+    /// kernel received it. The stamp keeps this out of the delay.
+    pub reader_lag: Vec<Duration>,
+    /// Chunks read without a kernel timestamp (the read time was used).
+    pub unstamped: u64,
+}
+
+#[derive(Default)]
+struct RelayStats {
+    samples: Mutex<RelaySamples>,
+}
+
+/// `SO_TIMESTAMPNS` (and `SCM_TIMESTAMPNS`) on Linux where `timespec` is
+/// 64-bit (x86_64, aarch64); elsewhere the stamp is ignored by its size.
+const SO_TIMESTAMPNS: libc::c_int = 35;
+
+impl DelayRelay {
+    /// Starts the relay; `spin` is how much of each wait is a busy loop
+    /// (zero: sleep only).
+    pub fn start(target: SocketAddr, delay: Duration, spin: Duration) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind relay on 127.0.0.1:0");
+        let addr = listener.local_addr().expect("relay local addr");
+        enable_rx_timestamps(listener.as_raw_fd());
+        let stats = Arc::new(RelayStats::default());
+        let shared = stats.clone();
+        thread::Builder::new()
+            .name("relay-accept".into())
+            .spawn(move || {
+                for client in listener.incoming().flatten() {
+                    let Ok(server) = TcpStream::connect(target) else {
+                        continue;
+                    };
+                    for tcp in [&client, &server] {
+                        let _ = tcp.set_nodelay(true);
+                        enable_rx_timestamps(tcp.as_raw_fd());
+                    }
+                    let link = Link {
+                        delay,
+                        spin,
+                        stats: shared.clone(),
+                    };
+                    link.pump(&client, &server, "relay-up");
+                    link.pump(&server, &client, "relay-down");
+                }
+            })
+            .expect("spawn relay accept thread");
+        DelayRelay { addr, stats }
+    }
+
+    /// The samples so far; the relay starts afresh.
+    pub fn take_samples(&self) -> RelaySamples {
+        std::mem::take(&mut *self.stats.samples.lock().unwrap())
+    }
+}
+
+#[derive(Clone)]
+struct Link {
+    delay: Duration,
+    spin: Duration,
+    stats: Arc<RelayStats>,
+}
+
+enum Chunk {
+    Data(Vec<u8>),
+    End,
+}
+
+impl Link {
+    /// One direction, `from` to `to`: a reader thread and a writer thread.
+    fn pump(&self, from: &TcpStream, to: &TcpStream, name: &str) {
+        let (tx, rx) = mpsc::channel::<(Instant, Chunk)>();
+        let reader = from.try_clone().expect("clone relay socket");
+        let stats = self.stats.clone();
+        let delay = self.delay;
+        thread::Builder::new()
+            .name(format!("{name}-read"))
+            .spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let (chunk, arrived) = match recv_stamped(&reader, &mut buf) {
+                        Ok((0, _)) | Err(_) => (Chunk::End, Instant::now()),
+                        Ok((n, stamp)) => {
+                            let read_at = Instant::now();
+                            let arrived = match stamp {
+                                Some(arrived) => {
+                                    let lag = read_at.saturating_duration_since(arrived);
+                                    stats.samples.lock().unwrap().reader_lag.push(lag);
+                                    arrived
+                                }
+                                None => {
+                                    stats.samples.lock().unwrap().unstamped += 1;
+                                    read_at
+                                }
+                            };
+                            (Chunk::Data(buf[..n].to_vec()), arrived)
+                        }
+                    };
+                    let end = matches!(chunk, Chunk::End);
+                    if tx.send((arrived + delay, chunk)).is_err() || end {
+                        return;
+                    }
+                }
+            })
+            .expect("spawn relay reader");
+
+        let mut out = to.try_clone().expect("clone relay socket");
+        let source = from.try_clone().expect("clone relay socket");
+        let link = self.clone();
+        thread::Builder::new()
+            .name(format!("{name}-write"))
+            .spawn(move || {
+                // Precise wake-ups: the default slack lets a sleep run
+                // 50 us long.
+                // SAFETY: prctl(PR_SET_TIMERSLACK) only sets this thread's
+                // timer slack; no pointers are passed.
+                unsafe {
+                    libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
+                }
+                for (due, chunk) in rx {
+                    link.wait_until(due);
+                    let late = Instant::now().saturating_duration_since(due);
+                    let failed = match chunk {
+                        Chunk::Data(bytes) => out.write_all(&bytes).is_err(),
+                        Chunk::End => {
+                            let _ = out.shutdown(Shutdown::Write);
+                            false
+                        }
+                    };
+                    link.stats.samples.lock().unwrap().lateness.push(late);
+                    if failed {
+                        // Tear both sides down so every thread of this
+                        // connection sees the end.
+                        let _ = out.shutdown(Shutdown::Both);
+                        let _ = source.shutdown(Shutdown::Both);
+                        return;
+                    }
+                }
+            })
+            .expect("spawn relay writer");
+    }
+
+    fn wait_until(&self, due: Instant) {
+        loop {
+            let now = Instant::now();
+            if now >= due {
+                return;
+            }
+            let left = due - now;
+            if left > self.spin {
+                thread::sleep(left - self.spin);
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+fn enable_rx_timestamps(fd: RawFd) {
+    let on: libc::c_int = 1;
+    // SAFETY: a plain setsockopt with a pointer to a live c_int and its
+    // size; failure only means reads carry no stamp.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// `read`, plus the time the kernel received the data (for TCP, that of
+/// the last segment the read consumed) as an `Instant`, when it says.
+fn recv_stamped(tcp: &TcpStream, buf: &mut [u8]) -> std::io::Result<(usize, Option<Instant>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // u64s, for cmsghdr's alignment.
+    let mut control = [0u64; 16];
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    let n = loop {
+        // SAFETY: msg points at iov (over buf) and control, all live and
+        // sized as declared, for the duration of the call.
+        let n = unsafe { libc::recvmsg(tcp.as_raw_fd(), &mut msg, 0) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    };
+    let now_mono = Instant::now();
+    let now_real = SystemTime::now();
+    let mut stamp = None;
+    // SAFETY: the CMSG_* walk stays within msg_controllen as the kernel
+    // set it; the data is read unaligned and only when its length is that
+    // of a timespec.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let header = &*cmsg;
+            let size = std::mem::size_of::<libc::timespec>() as libc::c_uint;
+            if header.cmsg_level == libc::SOL_SOCKET
+                && header.cmsg_type == SO_TIMESTAMPNS
+                && header.cmsg_len as usize == libc::CMSG_LEN(size) as usize
+            {
+                stamp = Some(std::ptr::read_unaligned(
+                    libc::CMSG_DATA(cmsg).cast::<libc::timespec>(),
+                ));
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    // The stamp is wall-clock time: carry its age over to the monotonic
+    // clock. An implausible age (clock stepped) falls back to now.
+    let arrived = stamp.and_then(|ts| {
+        let at = UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+        let age = now_real.duration_since(at).ok()?;
+        (age < Duration::from_secs(1)).then(|| now_mono - age)
+    });
+    Ok((n, arrived))
+}
+
+// The load server's own imports, kept with it.
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// How a [`load_server`] answers once the WebSocket is open.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// Every text or binary message back, as [`ws_echo_server`] does.
+    Echo,
+    /// Nothing: messages are read and dropped, so a round-trip probe waits
+    /// with its connection open until its timeout. The close handshake is
+    /// still answered.
+    Silent,
+}
+
+/// What a [`load_server`] has seen; read while it runs.
+#[derive(Default)]
+pub struct LoadStats {
+    /// TCP connections accepted.
+    pub accepted: AtomicU64,
+    /// Connections that reached an open WebSocket (TLS and upgrade done).
+    pub upgraded: AtomicU64,
+    /// Open WebSockets right now.
+    pub open: AtomicUsize,
+    /// Connections dropped because no thread could be started for them.
+    pub spawn_failed: AtomicU64,
+    /// TLS or upgrade failures.
+    pub failed: AtomicU64,
+}
+
+/// A `ws://` (`tls` None) or `wss://` server for load benchmarks: a listen
+/// backlog of 4096, one thread per connection with a 256 KiB stack, and a
+/// 4 KiB WebSocket read buffer (tungstenite's 128 KiB default, zero-filled
+/// per connection, would cost the bench process more than the agent).
+///
+/// At the end of a connection it answers the client's Close and then
+/// closes TCP first (after a TLS close_notify), as the agent expects:
+/// TIME_WAIT lands on this side.
+pub fn load_server(tls: Option<Arc<ServerConfig>>, reply: Reply) -> (SocketAddr, Arc<LoadStats>) {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    socket.set_reuse_address(true).expect("SO_REUSEADDR");
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind 127.0.0.1:0");
+    socket.listen(4096).expect("listen");
+    let listener: TcpListener = socket.into();
+    let addr = listener.local_addr().expect("local addr");
+    let stats = Arc::new(LoadStats::default());
+    let shared = stats.clone();
+    thread::Builder::new()
+        .name("load-accept".into())
+        .spawn(move || {
+            for tcp in listener.incoming().flatten() {
+                shared.accepted.fetch_add(1, Ordering::Relaxed);
+                let _ = tcp.set_nodelay(true);
+                let (tls, stats) = (tls.clone(), shared.clone());
+                let spawned = thread::Builder::new()
+                    .name("load-conn".into())
+                    .stack_size(256 * 1024)
+                    .spawn(move || load_connection(tcp, tls, reply, &stats));
+                if spawned.is_err() {
+                    shared.spawn_failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+        .expect("spawn accept thread");
+    (addr, stats)
+}
+
+fn load_connection(
+    tcp: TcpStream,
+    tls: Option<Arc<ServerConfig>>,
+    reply: Reply,
+    stats: &LoadStats,
+) {
+    let config = Some(WebSocketConfig::default().read_buffer_size(4096));
+    match tls {
+        None => match tungstenite::accept_with_config(tcp, config) {
+            Ok(ws) => serve_open(ws, reply, stats, |_| {}),
+            Err(_) => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        },
+        Some(tls) => {
+            let Ok(conn) = ServerConnection::new(tls) else {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            match tungstenite::accept_with_config(StreamOwned::new(conn, tcp), config) {
+                Ok(ws) => serve_open(ws, reply, stats, |stream| {
+                    stream.conn.send_close_notify();
+                    let _ = stream.flush();
+                }),
+                Err(_) => {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Serves one open WebSocket until the client's Close has been answered
+/// (tungstenite then ends a server's reads), then `finish`es the stream and
+/// drops it, which closes TCP.
+fn serve_open<S: Read + Write>(
+    mut ws: WebSocket<S>,
+    reply: Reply,
+    stats: &LoadStats,
+    finish: impl FnOnce(&mut S),
+) {
+    stats.upgraded.fetch_add(1, Ordering::Relaxed);
+    stats.open.fetch_add(1, Ordering::Relaxed);
+    loop {
+        match ws.read() {
+            Ok(message) if message.is_text() || message.is_binary() => {
+                if reply == Reply::Echo && ws.send(message).is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    stats.open.fetch_sub(1, Ordering::Relaxed);
+    finish(ws.get_mut());
 }
