@@ -7,6 +7,7 @@
 pub mod connect;
 pub mod deadline;
 pub mod resolve;
+pub mod stack;
 pub mod tls;
 pub mod upgrade;
 pub mod ws;
@@ -89,6 +90,11 @@ fn run_phases(spec: &ProbeSpec, deadline: &Deadline, out: &mut Outcome) -> Resul
     };
     out.opened = true;
     out.timings.open = Some(since(start));
+    if spec.tls.is_some() && spec.exchange.is_some() {
+        // The wait for the reply can be long and is shallow; the TLS
+        // handshake's deep stack pages need not stay resident through it.
+        stack::release_unused();
+    }
 
     let (result, ending) = match &spec.exchange {
         None => (Ok(()), ws::Ending::Close(ws::CloseCode::Normal)),
