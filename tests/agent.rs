@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -52,40 +51,11 @@ const FIRST_RUN_WAIT: Duration = Duration::from_secs(8);
 // Config files
 // ---------------------------------------------------------------------------
 
-/// A directory of its own under the system temp dir, removed on drop.
-struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "wsprobe-agent-test-{}-{}-{tag}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir { path }
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.path.join(name)
-    }
-
-    /// Writes `config.json` here and returns its path.
-    fn write_config(&self, config: &Value) -> PathBuf {
-        let path = self.join("config.json");
-        write_config(&path, config);
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
+/// Writes `config` to `config.json` in `dir` and returns its path.
+fn config_file(dir: &TempDir, config: &Value) -> PathBuf {
+    let path = dir.join("config.json");
+    write_config(&path, config);
+    path
 }
 
 fn write_config(path: &Path, config: &Value) {
@@ -529,11 +499,11 @@ fn one_probe_runs_at_a_fixed_rate_after_a_random_start() {
     // Each upgrade takes 300 ms: a fixed rate keeps 1000 ms gaps, an agent
     // that waits an interval after each run shows 1300 ms ones.
     let server = slow_upgrade_server(Duration::from_millis(300));
-    let dir = TempDir::new("cadence");
-    let cfg = dir.write_config(&config(
-        vec![probe("steady", &server.url(), 1000, 1000)],
-        "-",
-    ));
+    let dir = TempDir::new("wsprobe-agent-test-cadence");
+    let cfg = config_file(
+        &dir,
+        &config(vec![probe("steady", &server.url(), 1000, 1000)], "-"),
+    );
     let mut agent = Agent::start(&cfg);
     let started = agent.wait_started();
     let records = agent.records_for(Duration::from_secs(5));
@@ -570,14 +540,17 @@ fn one_probe_runs_at_a_fixed_rate_after_a_random_start() {
 fn stops_at_once_while_a_run_is_blocked(signal: libc::c_int, tag: &str) {
     let (silent, accepted) = silent_server();
     let echo = echo_server();
-    let dir = TempDir::new(tag);
-    let cfg = dir.write_config(&config(
-        vec![
-            probe("stuck", &silent.url(), 10_000, 10_000),
-            probe("fine", &echo.url(), 1000, 1000),
-        ],
-        "-",
-    ));
+    let dir = TempDir::new(&format!("wsprobe-agent-test-{tag}"));
+    let cfg = config_file(
+        &dir,
+        &config(
+            vec![
+                probe("stuck", &silent.url(), 10_000, 10_000),
+                probe("fine", &echo.url(), 1000, 1000),
+            ],
+            "-",
+        ),
+    );
     let mut agent = Agent::start(&cfg);
     agent.wait_started();
     // The first run of "stuck" starts within 5 s and then hangs in the
@@ -620,8 +593,11 @@ fn sigint_stops_within_a_second_while_a_run_is_blocked() {
 #[test]
 fn sighup_with_an_invalid_config_logs_every_problem_and_keeps_the_old_one() {
     let echo = echo_server();
-    let dir = TempDir::new("invalid");
-    let cfg = dir.write_config(&config(vec![probe("keeper", &echo.url(), 1000, 1000)], "-"));
+    let dir = TempDir::new("wsprobe-agent-test-invalid");
+    let cfg = config_file(
+        &dir,
+        &config(vec![probe("keeper", &echo.url(), 1000, 1000)], "-"),
+    );
     let mut agent = Agent::start(&cfg);
     agent.wait_started();
     let first = agent
@@ -684,11 +660,11 @@ fn sighup_with_an_invalid_config_logs_every_problem_and_keeps_the_old_one() {
 #[test]
 fn sighup_adds_and_removes_probes_and_unchanged_ones_keep_their_schedule() {
     let echo = echo_server();
-    let dir = TempDir::new("reload");
+    let dir = TempDir::new("wsprobe-agent-test-reload");
     let steady = probe("steady", &echo.url_path("/steady"), 6000, 1000);
     let leaving = probe("leaving", &echo.url_path("/leaving"), 1000, 1000);
     let arriving = probe("arriving", &echo.url_path("/arriving"), 1000, 1000);
-    let cfg = dir.write_config(&config(vec![steady.clone(), leaving], "-"));
+    let cfg = config_file(&dir, &config(vec![steady.clone(), leaving], "-"));
     let mut agent = Agent::start(&cfg);
     agent.wait_started();
 
@@ -769,13 +745,16 @@ fn sighup_adds_and_removes_probes_and_unchanged_ones_keep_their_schedule() {
 #[test]
 fn sighup_after_a_rename_reopens_the_output_file_at_its_path() {
     let echo = echo_server();
-    let dir = TempDir::new("rotate");
+    let dir = TempDir::new("wsprobe-agent-test-rotate");
     let out = dir.join("records.ndjson");
     let rotated = dir.join("records.ndjson.1");
-    let cfg = dir.write_config(&config(
-        vec![probe("rotated", &echo.url(), 1000, 1000)],
-        out.to_str().expect("utf-8 temp path"),
-    ));
+    let cfg = config_file(
+        &dir,
+        &config(
+            vec![probe("rotated", &echo.url(), 1000, 1000)],
+            out.to_str().expect("utf-8 temp path"),
+        ),
+    );
     let mut agent = Agent::start(&cfg);
     agent.wait_started();
     wait_for_lines(&mut agent, &out, 1, EVENT_WAIT);
@@ -820,14 +799,17 @@ fn sighup_after_a_rename_reopens_the_output_file_at_its_path() {
 fn a_hung_probe_does_not_delay_another() {
     let (silent, accepted) = silent_server();
     let echo = echo_server();
-    let dir = TempDir::new("independent");
-    let cfg = dir.write_config(&config(
-        vec![
-            probe("hung", &silent.url(), 5000, 5000),
-            probe("healthy", &echo.url(), 1000, 1000),
-        ],
-        "-",
-    ));
+    let dir = TempDir::new("wsprobe-agent-test-independent");
+    let cfg = config_file(
+        &dir,
+        &config(
+            vec![
+                probe("hung", &silent.url(), 5000, 5000),
+                probe("healthy", &echo.url(), 1000, 1000),
+            ],
+            "-",
+        ),
+    );
     let mut agent = Agent::start(&cfg);
     agent.wait_started();
     if accepted.recv_timeout(FIRST_RUN_WAIT).is_err() {
@@ -867,13 +849,13 @@ fn a_hung_probe_does_not_delay_another() {
 #[test]
 fn a_hundred_runs_lose_no_record() {
     let (echo, served) = path_echo_server();
-    let dir = TempDir::new("hundred");
+    let dir = TempDir::new("wsprobe-agent-test-hundred");
     let names: Vec<String> = (0..10).map(|i| format!("p{i}")).collect();
     let probes = names
         .iter()
         .map(|n| probe(n, &echo.url_path(&format!("/{n}")), 1000, 1000))
         .collect();
-    let cfg = dir.write_config(&config(probes, "-"));
+    let cfg = config_file(&dir, &config(probes, "-"));
     let mut agent = Agent::start(&cfg);
     let started = agent.wait_started();
     let mut records = agent.records_for(Duration::from_secs(11));
@@ -933,8 +915,11 @@ fn a_hundred_runs_lose_no_record() {
 #[test]
 fn a_closed_stdout_pipe_ends_the_agent_with_exit_1_and_a_message() {
     let echo = echo_server();
-    let dir = TempDir::new("epipe");
-    let cfg = dir.write_config(&config(vec![probe("piped", &echo.url(), 1000, 1000)], "-"));
+    let dir = TempDir::new("wsprobe-agent-test-epipe");
+    let cfg = config_file(
+        &dir,
+        &config(vec![probe("piped", &echo.url(), 1000, 1000)], "-"),
+    );
     let (mut agent, stdout) = Agent::start_keeping_stdout(&cfg);
     agent.wait_started();
     let (line_tx, line_rx) = mpsc::channel();
@@ -1022,15 +1007,15 @@ fn assert_no_stdout_records(records: &[Record]) {
 #[test]
 fn a_removed_output_directory_is_logged_once_and_retried() {
     let (echo, runs) = path_echo_server();
-    let dir = TempDir::new("gone");
+    let dir = TempDir::new("wsprobe-agent-test-gone");
     let logs = dir.join("logs");
     std::fs::create_dir(&logs).expect("create logs/");
     let out = logs.join("records.ndjson");
     let out_str = out.to_str().expect("utf-8 temp path").to_owned();
-    let cfg = dir.write_config(&config(
-        vec![probe("orphan", &echo.url(), 1000, 1000)],
-        &out_str,
-    ));
+    let cfg = config_file(
+        &dir,
+        &config(vec![probe("orphan", &echo.url(), 1000, 1000)], &out_str),
+    );
     let mut agent = Agent::start(&cfg);
     agent.wait_started();
     wait_for_lines(&mut agent, &out, 1, EVENT_WAIT);
@@ -1058,14 +1043,14 @@ fn a_removed_output_directory_is_logged_once_and_retried() {
 #[test]
 fn a_missing_output_directory_at_start_up_is_logged_once_and_retried() {
     let (echo, runs) = path_echo_server();
-    let dir = TempDir::new("later");
+    let dir = TempDir::new("wsprobe-agent-test-later");
     let logs = dir.join("logs");
     let out = logs.join("records.ndjson");
     let out_str = out.to_str().expect("utf-8 temp path").to_owned();
-    let cfg = dir.write_config(&config(
-        vec![probe("early", &echo.url(), 1000, 1000)],
-        &out_str,
-    ));
+    let cfg = config_file(
+        &dir,
+        &config(vec![probe("early", &echo.url(), 1000, 1000)], &out_str),
+    );
     let mut agent = Agent::start(&cfg);
     agent.wait_started();
     await_runs(&mut agent, &runs, 4, "with no output directory");
@@ -1089,8 +1074,11 @@ fn a_full_disk_is_logged_once_and_probing_goes_on() {
         "{full} is needed to simulate a full disk"
     );
     let (echo, runs) = path_echo_server();
-    let dir = TempDir::new("full");
-    let cfg = dir.write_config(&config(vec![probe("full", &echo.url(), 1000, 1000)], full));
+    let dir = TempDir::new("wsprobe-agent-test-full");
+    let cfg = config_file(
+        &dir,
+        &config(vec![probe("full", &echo.url(), 1000, 1000)], full),
+    );
     let mut agent = Agent::start(&cfg);
     agent.wait_started();
     let mark = agent.log_mark();

@@ -3,14 +3,16 @@
 //! `wsprobe check` prints for it, the valid fixtures, and the merge rules
 //! (defaults applied only where they fit) through the library.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use wsprobe::config::{self, Config, ConfigError};
 use wsprobe::spec::{Interpretation, ProbeSpec, RoundTripScope, Thresholds};
+
+use support::{run_command, Run, TempDir};
 
 const FIXTURES: &str = "tests/fixtures/config";
 
@@ -341,8 +343,8 @@ const INVALID: &[(&str, &[&str])] = &[
 
 /// Runs the real binary from the crate root, with the test variables
 /// controlled: `WSPROBE_TEST_UNSET` never set, the token only when given.
-fn wsprobe(args: &[&str], token: Option<&str>) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_wsprobe"));
+fn wsprobe(args: &[&str], token: Option<&str>) -> Run {
+    let mut command = support::wsprobe();
     command
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -351,7 +353,7 @@ fn wsprobe(args: &[&str], token: Option<&str>) -> Output {
     if let Some(token) = token {
         command.env(TOKEN_VAR, token);
     }
-    command.output().expect("run wsprobe")
+    run_command(command)
 }
 
 fn fixture(name: &str) -> String {
@@ -361,16 +363,15 @@ fn fixture(name: &str) -> String {
 /// What is wrong with `check`'s answer on an invalid config, if anything:
 /// exit 2, an empty stdout, each expected line exactly, and a problem count
 /// that says no other problem was reported.
-fn check_problems(path: &str, output: &Output, expected: &[&str]) -> Vec<String> {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+fn check_problems(path: &str, run: &Run, expected: &[&str]) -> Vec<String> {
+    let stderr = &run.stderr;
     let lines: Vec<&str> = stderr.lines().collect();
     let mut wrong = Vec::new();
-    if output.status.code() != Some(2) {
-        wrong.push(format!("exit status {:?}, want 2", output.status.code()));
+    if run.code != 2 {
+        wrong.push(format!("exit status {}, want 2", run.code));
     }
-    if !stdout.is_empty() {
-        wrong.push(format!("stdout is not empty: {stdout:?}"));
+    if !run.stdout.is_empty() {
+        wrong.push(format!("stdout is not empty: {:?}", run.stdout));
     }
     for message in expected {
         let line = format!("wsprobe: {path}: {message}");
@@ -396,8 +397,8 @@ fn every_invalid_fixture_prints_its_exact_problems() {
     let mut failures = Vec::new();
     for (name, expected) in INVALID {
         let path = fixture(name);
-        let output = wsprobe(&["check", "-c", &path], None);
-        let wrong = check_problems(&path, &output, expected);
+        let run = wsprobe(&["check", "-c", &path], None);
+        let wrong = check_problems(&path, &run, expected);
         if !wrong.is_empty() {
             failures.push(format!("{name}:\n  {}", wrong.join("\n  ")));
         }
@@ -431,28 +432,28 @@ fn every_fixture_on_disk_is_in_the_table() {
 #[test]
 fn check_lists_every_problem_of_a_config_with_many() {
     let path = fixture("invalid-many-problems.json");
-    let output = wsprobe(&["check", "-c", &path], None);
-    let wrong = check_problems(&path, &output, MANY_PROBLEMS);
+    let run = wsprobe(&["check", "-c", &path], None);
+    let wrong = check_problems(&path, &run, MANY_PROBLEMS);
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 #[test]
 fn a_valid_config_checks_clean() {
     let path = fixture("valid-minimal.json");
-    let output = wsprobe(&["check", "-c", &path], None);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
-    assert!(output.stdout.is_empty());
-    assert_eq!(stderr, format!("wsprobe: {path}: valid, 1 probe(s)\n"));
+    let run = wsprobe(&["check", "-c", &path], None);
+    let stderr = &run.stderr;
+    assert_eq!(run.code, 0, "{stderr}");
+    assert!(run.stdout.is_empty());
+    assert_eq!(*stderr, format!("wsprobe: {path}: valid, 1 probe(s)\n"));
 }
 
 #[test]
 fn insecure_skip_verify_is_valid_but_warns() {
     let path = fixture("valid-insecure-skip-verify.json");
-    let output = wsprobe(&["check", "-c", &path], None);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
-    assert!(output.stdout.is_empty());
+    let run = wsprobe(&["check", "-c", &path], None);
+    let stderr = &run.stderr;
+    assert_eq!(run.code, 0, "{stderr}");
+    assert!(run.stdout.is_empty());
     let warning = format!(
         "wsprobe: {path}: warning: probe \"lab-stream\": tls.insecure_skip_verify is on: \
          certificates are not checked (records say meta.tls_verified: false)"
@@ -464,10 +465,10 @@ fn insecure_skip_verify_is_valid_but_warns() {
 #[test]
 fn once_with_an_unknown_probe_name_exits_2() {
     let path = fixture("valid-minimal.json");
-    let output = wsprobe(&["once", "-c", &path, "-p", "nosuchprobe"], None);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(output.stdout.is_empty(), "a probe ran");
+    let run = wsprobe(&["once", "-c", &path, "-p", "nosuchprobe"], None);
+    let stderr = &run.stderr;
+    assert_eq!(run.code, 2, "{stderr}");
+    assert!(run.stdout.is_empty(), "a probe ran");
     assert!(
         stderr.contains("\"nosuchprobe\""),
         "the error must name the probe: {stderr}"
@@ -476,10 +477,10 @@ fn once_with_an_unknown_probe_name_exits_2() {
 
 #[test]
 fn a_missing_config_file_exits_2() {
-    let output = wsprobe(&["check", "-c", "tests/fixtures/config/no-such.json"], None);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(output.stdout.is_empty());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let run = wsprobe(&["check", "-c", "tests/fixtures/config/no-such.json"], None);
+    assert_eq!(run.code, 2);
+    assert!(run.stdout.is_empty());
+    let stderr = &run.stderr;
     assert!(
         stderr.contains("tests/fixtures/config/no-such.json"),
         "{stderr}"
@@ -488,21 +489,24 @@ fn a_missing_config_file_exits_2() {
 
 #[test]
 fn the_all_fields_config_checks_clean_with_its_token_set() {
-    let dir = TempDir::new();
-    let path = dir.all_fields_config();
+    let dir = TempDir::new("wsprobe-config-test");
+    let path = all_fields_config(&dir);
     let path_text = path.display().to_string();
 
-    let output = wsprobe(&["check", "-c", &path_text], Some(TOKEN));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
-    assert!(output.stdout.is_empty());
-    assert_eq!(stderr, format!("wsprobe: {path_text}: valid, 3 probe(s)\n"));
+    let run = wsprobe(&["check", "-c", &path_text], Some(TOKEN));
+    let stderr = &run.stderr;
+    assert_eq!(run.code, 0, "{stderr}");
+    assert!(run.stdout.is_empty());
+    assert_eq!(
+        *stderr,
+        format!("wsprobe: {path_text}: valid, 3 probe(s)\n")
+    );
 
     // Without the variable, both places that use it are named.
-    let output = wsprobe(&["check", "-c", &path_text], None);
+    let run = wsprobe(&["check", "-c", &path_text], None);
     let wrong = check_problems(
         &path_text,
-        &output,
+        &run,
         &[
             r#"defaults: headers.Authorization: environment variable WSPROBE_TEST_TOKEN is not set (used as ${WSPROBE_TEST_TOKEN})"#,
             r#"probe "stream-open": url: environment variable WSPROBE_TEST_TOKEN is not set (used as ${WSPROBE_TEST_TOKEN})"#,
@@ -575,8 +579,8 @@ fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 #[test]
 fn the_all_fields_config_merges_into_the_expected_specs() {
-    let dir = TempDir::new();
-    let path = dir.all_fields_config();
+    let dir = TempDir::new("wsprobe-config-test");
+    let path = all_fields_config(&dir);
     let config = match config::load_file(&path, &token_env) {
         Ok(config) => config,
         Err(errors) => panic!("config refused:\n{}", lines(&errors)),
@@ -625,7 +629,7 @@ fn the_all_fields_config_merges_into_the_expected_specs() {
     let tls = &open.tls.as_ref().expect("tls on wss://").options;
     assert_eq!(
         tls.ca_file.as_deref(),
-        Some(dir.ca_file().to_str().unwrap())
+        Some(dir.join("ca.pem").to_str().unwrap())
     );
     assert_eq!(tls.server_name.as_deref(), Some("localhost"));
     assert!(!tls.insecure_skip_verify);
@@ -838,10 +842,9 @@ fn a_header_value_is_substituted_and_the_url_keeps_the_placeholder() {
 
 #[test]
 fn ca_file_with_a_pem_block_that_is_not_a_certificate_is_refused() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("wsprobe-config-test");
     let key = rcgen::KeyPair::generate().expect("key");
-    let key_file = dir.path.join("key.pem");
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let key_file = dir.write("key.pem", &key.serialize_pem());
     let text = format!(
         r#"{{"probes": [{{"name": "p", "url": "wss://192.0.2.1/", "tls": {{"ca_file": {}}}}}]}}"#,
         serde_json::to_string(key_file.to_str().unwrap()).unwrap()
@@ -896,53 +899,24 @@ fn interval_from_defaults_is_checked_against_each_probe_timeout() {
 // Test files
 // ---------------------------------------------------------------------------
 
-/// A directory of its own under the system temp dir, removed on drop.
-struct TempDir {
-    path: PathBuf,
-}
+/// Writes a fresh CA certificate to `ca.pem` in `dir` and
+/// `valid-all-fields.json` with its `@CA_FILE@` placeholder replaced by that
+/// certificate's path (`${VAR}` is only substituted in `url` and header
+/// values); returns the config's path.
+fn all_fields_config(dir: &TempDir) -> PathBuf {
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("CA params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().expect("CA key");
+    let ca = params.self_signed(&key).expect("CA certificate");
+    let ca_file = dir.write("ca.pem", &ca.pem());
 
-impl TempDir {
-    fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "wsprobe-config-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir { path }
-    }
-
-    fn ca_file(&self) -> PathBuf {
-        self.path.join("ca.pem")
-    }
-
-    /// Writes a fresh CA certificate and `valid-all-fields.json` with its
-    /// `@CA_FILE@` placeholder replaced by that certificate's path (`${VAR}`
-    /// is only substituted in `url` and header values).
-    fn all_fields_config(&self) -> PathBuf {
-        let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("CA params");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let key = rcgen::KeyPair::generate().expect("CA key");
-        let ca = params.self_signed(&key).expect("CA certificate");
-        std::fs::write(self.ca_file(), ca.pem()).expect("write ca.pem");
-
-        let template_path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(FIXTURES)
-            .join("valid-all-fields.json");
-        let template = std::fs::read_to_string(template_path).expect("read template");
-        assert!(template.contains("\"@CA_FILE@\""));
-        let ca_json = serde_json::to_string(self.ca_file().to_str().unwrap()).unwrap();
-        let config = template.replace("\"@CA_FILE@\"", &ca_json);
-        let path = self.path.join("valid-all-fields.json");
-        std::fs::write(&path, config).expect("write config");
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
+    let template_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(FIXTURES)
+        .join("valid-all-fields.json");
+    let template = std::fs::read_to_string(template_path).expect("read template");
+    assert!(template.contains("\"@CA_FILE@\""));
+    let ca_json = serde_json::to_string(ca_file.to_str().unwrap()).unwrap();
+    let config = template.replace("\"@CA_FILE@\"", &ca_json);
+    dir.write("valid-all-fields.json", &config)
 }

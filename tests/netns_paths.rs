@@ -12,44 +12,20 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use netsupport::{first_line, link, namespaces_available, Netns};
-use support::{parse_record, Record};
+use pysupport::python;
+use support::{parse_record, Process, Record, WSPROBE};
 
 /// In a namespace of its own every port is free: no need for port 0.
 const PORT: u16 = 8080;
 
-fn python() -> Option<String> {
-    let python = std::env::var("WSPROBE_TEST_PYTHON")
-        .unwrap_or_else(|_| "/opt/wsprobe-test/bin/python".to_owned());
-    if std::path::Path::new(&python).exists() {
-        Some(python)
-    } else {
-        pysupport::skip_or_fail(&format!("no Python with websockets at {python}"));
-        None
-    }
-}
-
 /// Runs `wsprobe probe ARGS` in `ns` and returns its one record.
 fn probe_in(ns: &Netns, args: &[&str]) -> Record {
-    let output = ns
-        .command(env!("CARGO_BIN_EXE_wsprobe"))
-        .arg("probe")
-        .args(args)
-        .output()
-        .expect("run wsprobe");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "one record expected; stdout {stdout:?}, stderr {:?}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    parse_record(lines[0])
+    ns.probe(args).record()
 }
 
 /// One namespace whose loopback serves `dual.test` on ::1 and 127.0.0.1,
 /// plus `v4.test` and `v6.test` with one family each.
-fn dual_stack_host() -> Option<(Netns, netsupport::Server)> {
+fn dual_stack_host() -> Option<(Netns, Process)> {
     if !namespaces_available() {
         return None;
     }
@@ -75,12 +51,12 @@ fn ipv6_black_holed_falls_back_to_ipv4_after_the_attempt_delay() {
     let Some((ns, _server)) = dual_stack_host() else {
         return;
     };
-    ns.drop_tcp("meta nfproto ipv6", PORT);
+    ns.drop_port("meta nfproto ipv6", "tcp", PORT);
     let url = format!("ws://dual.test:{PORT}/");
 
     // Two runs 2 s apart: between them, no connect may be left pending.
     let mut child = ns
-        .command(env!("CARGO_BIN_EXE_wsprobe"))
+        .command(WSPROBE)
         .args(["probe", &url, "--count", "2", "--interval-ms", "2000"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -108,7 +84,7 @@ fn a_deadline_shorter_than_the_attempt_delay_still_holds() {
     let Some((ns, _server)) = dual_stack_host() else {
         return;
     };
-    ns.drop_tcp("meta nfproto ipv6", PORT);
+    ns.drop_port("meta nfproto ipv6", "tcp", PORT);
     let url = format!("ws://dual.test:{PORT}/");
     let started = Instant::now();
     let record = probe_in(&ns, &[&url, "--timeout-ms", "200"]);
@@ -151,7 +127,7 @@ fn ip_version_picks_the_family_or_says_there_is_none() {
 struct TwoLinks {
     client: Netns,
     server: Netns,
-    _process: netsupport::Server,
+    _process: Process,
 }
 
 fn two_links() -> Option<TwoLinks> {
@@ -194,25 +170,30 @@ fn two_links() -> Option<TwoLinks> {
 
 const SERVER_URL: &str = "ws://10.99.0.1:8080/";
 
+/// A round trip from `client` to the server with `flags` added: sends "x"
+/// and expects `expect` (the server answers "<client ip> x").
+fn send_x(client: &Netns, flags: &[&str], expect: &str) -> Record {
+    let mut args = vec![
+        SERVER_URL,
+        "--interpretation",
+        "round_trip_latency",
+        "--send",
+        "x",
+        "--expect",
+        expect,
+    ];
+    args.extend_from_slice(flags);
+    probe_in(client, &args)
+}
+
 #[test]
 fn bind_interface_chooses_the_link() {
     let Some(net) = two_links() else {
         return;
     };
-    net.server.drop_tcp("iifname \"sb\"", PORT);
+    net.server.drop_port("iifname \"sb\"", "tcp", PORT);
 
-    let good = probe_in(
-        &net.client,
-        &[
-            SERVER_URL,
-            "--interface",
-            "wa",
-            "--send",
-            "x",
-            "--expect",
-            "10.1.0.2 x",
-        ],
-    );
+    let good = send_x(&net.client, &["--interface", "wa"], "10.1.0.2 x");
     assert_eq!(good.reason, None, "{:?}", good.meta.error);
 
     let bad = probe_in(
@@ -234,32 +215,10 @@ fn source_ip_is_the_address_the_server_sees() {
         return;
     };
     net.client.ip(&["addr", "add", "10.1.0.3/24", "dev", "wa"]);
-    let record = probe_in(
-        &net.client,
-        &[
-            SERVER_URL,
-            "--source-ip",
-            "10.1.0.3",
-            "--send",
-            "x",
-            "--expect",
-            "10.1.0.3 x",
-        ],
-    );
+    let record = send_x(&net.client, &["--source-ip", "10.1.0.3"], "10.1.0.3 x");
     assert_eq!(record.reason, None, "{:?}", record.meta.last_reply);
 
-    let unbound = probe_in(
-        &net.client,
-        &[
-            SERVER_URL,
-            "--send",
-            "x",
-            "--expect",
-            "10.1.0.3 x",
-            "--timeout-ms",
-            "500",
-        ],
-    );
+    let unbound = send_x(&net.client, &["--timeout-ms", "500"], "10.1.0.3 x");
     assert_eq!(unbound.reason.as_deref(), Some("ws_reply_mismatch"));
     assert_eq!(unbound.meta.last_reply.as_deref(), Some("10.1.0.2 x"));
 }
@@ -283,35 +242,16 @@ fn fwmark_follows_a_policy_routing_rule() {
         "200",
     ]);
 
-    let marked = probe_in(
-        &net.client,
-        &[
-            SERVER_URL, "--fwmark", "0x2", "--send", "x", "--expect", "x",
-        ],
-    );
+    let marked = send_x(&net.client, &["--fwmark", "0x2"], "x");
     assert_eq!(marked.reason, None, "{:?}", marked.meta.error);
     assert_eq!(marked.meta.last_reply, None);
-    let marked = probe_in(
-        &net.client,
-        &[
-            SERVER_URL,
-            "--fwmark",
-            "2",
-            "--send",
-            "x",
-            "--expect",
-            "10.2.0.2 x",
-        ],
-    );
+    let marked = send_x(&net.client, &["--fwmark", "2"], "10.2.0.2 x");
     assert_eq!(
         marked.reason, None,
         "marked traffic should leave over link b"
     );
 
-    let unmarked = probe_in(
-        &net.client,
-        &[SERVER_URL, "--send", "x", "--expect", "10.1.0.2 x"],
-    );
+    let unmarked = send_x(&net.client, &[], "10.1.0.2 x");
     assert_eq!(
         unmarked.reason, None,
         "unmarked traffic should leave over link a"

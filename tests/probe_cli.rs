@@ -35,16 +35,7 @@ fn value_and_timings_have_at_most_3_decimals() {
         if let Some(v) = r.value {
             assert!(has_at_most_3_decimals(v), "value {v}");
         }
-        let t = r.timings();
-        for (name, v) in [
-            ("dns_ms", t.dns_ms),
-            ("connect_ms", t.connect_ms),
-            ("tls_ms", t.tls_ms),
-            ("upgrade_ms", t.upgrade_ms),
-            ("open_ms", t.open_ms),
-            ("rtt_ms", t.rtt_ms),
-            ("total_ms", t.total_ms),
-        ] {
+        for (name, v) in r.timings().all() {
             if let Some(v) = v {
                 assert!(has_at_most_3_decimals(v), "{name} {v}");
                 assert!(v >= 0.0, "{name} {v}");
@@ -385,9 +376,9 @@ fn url_secrets_are_redacted_in_the_record() {
 fn probe_records_carry_the_probe_fields() {
     let server = echo_server();
     let url = server.url();
-    let (records, stderr, code) =
-        run_probe(&[&url, "--interpretation", CS, "--timeout-ms", "2000"]);
-    assert_eq!(code, 0, "stderr:\n{stderr}");
+    let run = probe(&[&url, "--interpretation", CS, "--timeout-ms", "2000"]);
+    let records = run.records();
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     assert_eq!(records.len(), 1);
     let r = &records[0];
     assert_eq!(r.probe, "probe", "the ad-hoc probe's name is `probe`");

@@ -5,10 +5,12 @@
 //! `name=REDACTED`.
 
 mod pysupport;
+mod support;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use pysupport::{refused_port, wsprobe, wsprobe_text, PyServer, Run, TempDir};
+use pysupport::PyServer;
+use support::{free_port, probe, run, run_command, wsprobe, Record, Run, TempDir};
 
 /// Every distinct secret used below; none may ever be printed.
 const HEADER_TOKEN: &str = "hdrTok-7Qz1xK";
@@ -52,8 +54,8 @@ fn secret_query() -> String {
 }
 
 /// The redacted form of a URL built with `secret_query()`.
-fn assert_query_redacted(rec: &Value) {
-    let url = rec["url"].as_str().unwrap_or_default();
+fn assert_query_redacted(rec: &Record) {
+    let url = &rec.url;
     assert!(url.contains("token=REDACTED"), "url: {url}");
     assert!(url.contains("access_key=REDACTED"), "url: {url}");
     assert!(
@@ -62,8 +64,8 @@ fn assert_query_redacted(rec: &Value) {
     );
 }
 
-fn assert_userinfo_redacted(rec: &Value, port: u16) {
-    let url = rec["url"].as_str().unwrap_or_default();
+fn assert_userinfo_redacted(rec: &Record, port: u16) {
+    let url = &rec.url;
     assert!(
         url.starts_with(&format!("ws://REDACTED@127.0.0.1:{port}/")),
         "url: {url}"
@@ -77,11 +79,11 @@ fn probe_success_redacts_header_and_query() {
     };
     let url = server.ws_url(&format!("/feed{}", secret_query()));
     let header = format!("Authorization: Bearer {HEADER_TOKEN}");
-    let run = wsprobe(&["probe", &url, "--header", &header]);
+    let run = probe(&[&url, "--header", &header]);
     let rec = run.record();
-    assert_eq!(rec["reason"], Value::Null, "the token was sent: {rec}");
+    assert_eq!(rec.reason, None, "the token was sent: {rec:#?}");
     assert_eq!(run.code, 0);
-    assert_query_redacted(rec);
+    assert_query_redacted(&rec);
     assert_no_secret(&run);
 }
 
@@ -95,15 +97,15 @@ fn probe_success_redacts_userinfo() {
         server.port,
         secret_query()
     );
-    let run = wsprobe_text(&["probe", &url, "--human"]);
+    let run = probe(&[&url, "--human"]);
     assert_eq!(run.code, 0, "{run:#?}");
     assert_no_secret(&run);
 
-    let run = wsprobe(&["probe", &url]);
+    let run = probe(&[&url]);
     let rec = run.record();
-    assert_eq!(rec["reason"], Value::Null, "{rec}");
-    assert_userinfo_redacted(rec, server.port);
-    assert_query_redacted(rec);
+    assert_eq!(rec.reason, None, "{rec:#?}");
+    assert_userinfo_redacted(&rec, server.port);
+    assert_query_redacted(&rec);
     assert_no_secret(&run);
 }
 
@@ -118,40 +120,38 @@ fn probe_401_redacts_everything() {
         secret_query()
     );
     let header = format!("Authorization: Bearer {WRONG_HEADER_TOKEN}");
-    let run = wsprobe(&["probe", &url, "--header", &header]);
+    let run = probe(&[&url, "--header", &header]);
     let rec = run.record();
-    assert_eq!(rec["reason"], "ws_open_failed", "{rec}");
-    assert_eq!(rec["meta"]["http_status"], 401, "{rec}");
+    assert_eq!(rec.reason.as_deref(), Some("ws_open_failed"), "{rec:#?}");
+    assert_eq!(rec.meta.http_status, Some(401), "{rec:#?}");
     assert_eq!(run.code, 1);
-    assert_userinfo_redacted(rec, server.port);
-    assert_query_redacted(rec);
+    assert_userinfo_redacted(&rec, server.port);
+    assert_query_redacted(&rec);
     assert_no_secret(&run);
 
-    let run = wsprobe_text(&["probe", &url, "--header", &header, "--human"]);
+    let run = probe(&[&url, "--header", &header, "--human"]);
     assert_eq!(run.code, 1, "{run:#?}");
     assert_no_secret(&run);
 }
 
 #[test]
 fn probe_refused_redacts_everything() {
-    let port = refused_port();
+    let port = free_port();
     let url = format!(
         "ws://{USER_NAME}:{USER_SECRET}@127.0.0.1:{port}/x{}",
         secret_query()
     );
     let header = format!("X-Api-Token: {HEADER_TOKEN}");
     let cookie = format!("Cookie: session={WRONG_HEADER_TOKEN}");
-    let run = wsprobe(&["probe", &url, "--header", &header, "--header", &cookie]);
+    let run = probe(&[&url, "--header", &header, "--header", &cookie]);
     let rec = run.record();
-    assert_eq!(rec["reason"], "ws_open_failed", "{rec}");
+    assert_eq!(rec.reason.as_deref(), Some("ws_open_failed"), "{rec:#?}");
     assert_eq!(run.code, 1);
-    assert_userinfo_redacted(rec, port);
-    assert_query_redacted(rec);
+    assert_userinfo_redacted(&rec, port);
+    assert_query_redacted(&rec);
     assert_no_secret(&run);
 
-    let run = wsprobe_text(&[
-        "probe", &url, "--header", &header, "--header", &cookie, "--human",
-    ]);
+    let run = probe(&[&url, "--header", &header, "--header", &cookie, "--human"]);
     assert_eq!(run.code, 1, "{run:#?}");
     assert_no_secret(&run);
 }
@@ -162,7 +162,7 @@ fn once_redacts_success_and_failure() {
         return;
     };
     let dir = TempDir::new("wsprobe-redact");
-    let port = refused_port();
+    let port = free_port();
     let config = json!({
         "probes": [
             {
@@ -187,27 +187,35 @@ fn once_redacts_success_and_failure() {
         ]
     });
     let path = dir.write("config.json", &config.to_string());
-    let mut cmd = std::process::Command::new(pysupport::WSPROBE);
+    let mut cmd = wsprobe();
     cmd.args(["once", "-c", path.to_str().unwrap()])
         .env("WSPROBE_TEST_SECRET_TOKEN", ENV_TOKEN);
-    let run = pysupport::run_command(cmd);
-    assert_eq!(run.records.len(), 3, "{run:#?}");
+    let run = run_command(cmd);
+    assert_eq!(run.records().len(), 3, "{run:#?}");
     assert_eq!(run.code, 1, "two records have a reason: {run:#?}");
 
     let ok = run.by_probe("ok-env-token");
-    assert_eq!(ok["reason"], Value::Null, "the env token was sent: {ok}");
-    assert_query_redacted(ok);
+    assert_eq!(ok.reason, None, "the env token was sent: {ok:#?}");
+    assert_query_redacted(&ok);
 
     let denied = run.by_probe("denied");
-    assert_eq!(denied["reason"], "ws_open_failed", "{denied}");
-    assert_eq!(denied["meta"]["http_status"], 401, "{denied}");
-    assert_userinfo_redacted(denied, server.port);
-    assert_query_redacted(denied);
+    assert_eq!(
+        denied.reason.as_deref(),
+        Some("ws_open_failed"),
+        "{denied:#?}"
+    );
+    assert_eq!(denied.meta.http_status, Some(401), "{denied:#?}");
+    assert_userinfo_redacted(&denied, server.port);
+    assert_query_redacted(&denied);
 
     let refused = run.by_probe("refused");
-    assert_eq!(refused["reason"], "ws_open_failed", "{refused}");
-    assert_userinfo_redacted(refused, port);
-    assert_query_redacted(refused);
+    assert_eq!(
+        refused.reason.as_deref(),
+        Some("ws_open_failed"),
+        "{refused:#?}"
+    );
+    assert_userinfo_redacted(&refused, port);
+    assert_query_redacted(&refused);
 
     assert_no_secret(&run);
 }
@@ -243,9 +251,9 @@ fn config_errors_redact_urls_and_header_values() {
     });
     let path = dir.write("config.json", &config.to_string());
     for command in ["check", "once"] {
-        let run = wsprobe(&[command, "-c", path.to_str().unwrap()]);
+        let run = run(&[command, "-c", path.to_str().unwrap()]);
         assert_eq!(run.code, 2, "{command}: invalid config: {run:#?}");
-        assert!(run.records.is_empty(), "{command}: nothing ran: {run:#?}");
+        assert!(run.records().is_empty(), "{command}: nothing ran: {run:#?}");
         for name in ["bad-scheme", "bad-fragment", "bad-header", "own-header"] {
             assert!(
                 run.stderr.contains(name),

@@ -3,29 +3,27 @@
 //! wss:// (certificates from rcgen), with subprotocols and a token check.
 
 mod pysupport;
+mod support;
 
-use serde_json::Value;
-
-use pysupport::{
-    meta_error, start_tls_server, wsprobe, PyServer, Run, TempDir, TlsMaterial, WRONG_NAME,
-};
+use pysupport::{start_tls_server, PyServer, TlsMaterial, WRONG_NAME};
+use support::{probe, run, Record, Run, TempDir};
 
 /// A successful record of `interpretation`: SPEC "The record".
-fn assert_success(run: &Run, interpretation: &str) -> Value {
-    let rec = run.record().clone();
+fn assert_success(run: &Run, interpretation: &str) -> Record {
+    let rec = run.record();
     assert_eq!(run.code, 0, "exit code of a successful probe: {run:#?}");
-    assert_eq!(rec["reason"], Value::Null, "reason: {rec}");
-    assert_eq!(rec["probe"], "probe", "the ad-hoc probe's name: {rec}");
-    assert_eq!(rec["interpretation"], interpretation, "{rec}");
-    assert_eq!(rec["meta"]["http_status"], 101, "{rec}");
-    let value = rec["value"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("value must be a number: {rec}"));
+    assert_eq!(rec.reason, None, "reason: {rec:#?}");
+    assert_eq!(rec.probe, "probe", "the ad-hoc probe's name: {rec:#?}");
+    assert_eq!(rec.interpretation, interpretation, "{rec:#?}");
+    assert_eq!(rec.meta.http_status, Some(101), "{rec:#?}");
+    let value = rec
+        .value
+        .unwrap_or_else(|| panic!("value must be a number: {rec:#?}"));
     if interpretation == "connection_success" {
-        assert_eq!(value, 1.0, "{rec}");
-        assert_eq!(rec["health"], "healthy", "{rec}");
+        assert_eq!(value, 1.0, "{rec:#?}");
+        assert_eq!(rec.health, "healthy", "{rec:#?}");
     } else {
-        assert!(value > 0.0, "a latency is positive: {rec}");
+        assert!(value > 0.0, "a latency is positive: {rec:#?}");
         // Seed thresholds: healthy under 200 ms, unhealthy over 1000 ms.
         let health = if value < 200.0 {
             "healthy"
@@ -34,33 +32,35 @@ fn assert_success(run: &Run, interpretation: &str) -> Value {
         } else {
             "degraded"
         };
-        assert_eq!(rec["health"], health, "{rec}");
+        assert_eq!(rec.health, health, "{rec:#?}");
     }
     rec
 }
 
 /// A failed open: SPEC "Reason codes", `ws_open_failed`.
-fn assert_open_failed(run: &Run) -> Value {
-    let rec = run.record().clone();
+fn assert_open_failed(run: &Run) -> Record {
+    let rec = run.record();
     assert_eq!(
-        rec["reason"], "ws_open_failed",
-        "{rec}\nstderr: {}",
+        rec.reason.as_deref(),
+        Some("ws_open_failed"),
+        "{rec:#?}\nstderr: {}",
         run.stderr
     );
-    assert_eq!(
-        rec["value"],
-        Value::Null,
-        "handshake_latency has no data: {rec}"
-    );
-    assert_eq!(rec["health"], "unknown", "{rec}");
-    assert_eq!(run.code, 1, "a record with a reason exits 1: {rec}");
+    assert_eq!(rec.value, None, "handshake_latency has no data: {rec:#?}");
+    assert_eq!(rec.health, "unknown", "{rec:#?}");
+    assert_eq!(run.code, 1, "a record with a reason exits 1: {rec:#?}");
     rec
 }
 
-fn ms(rec: &Value, key: &str) -> f64 {
-    rec["meta"]["timings"][key]
-        .as_f64()
-        .unwrap_or_else(|| panic!("meta.timings.{key} must be a number: {rec}"))
+fn ms(rec: &Record, key: &str) -> f64 {
+    rec.timings()
+        .get(key)
+        .unwrap_or_else(|| panic!("meta.timings.{key} must be a number: {rec:#?}"))
+}
+
+/// `meta.error` of a record, lower-cased ("" when absent).
+fn meta_error(rec: &Record) -> String {
+    rec.meta.error.as_deref().unwrap_or_default().to_lowercase()
 }
 
 #[test]
@@ -69,30 +69,33 @@ fn ws_handshake_latency() {
         return;
     };
     let url = server.ws_url("/socket");
-    let run = wsprobe(&["probe", &url, "--interpretation", "handshake_latency"]);
+    let run = probe(&[&url, "--interpretation", "handshake_latency"]);
     let rec = assert_success(&run, "handshake_latency");
-    assert_eq!(rec["url"], url.as_str(), "{rec}");
+    assert_eq!(rec.url, url, "{rec:#?}");
     assert_eq!(
-        rec["meta"]["remote_addr"],
-        format!("127.0.0.1:{}", server.port).as_str(),
-        "{rec}"
+        rec.meta.remote_addr,
+        Some(format!("127.0.0.1:{}", server.port)),
+        "{rec:#?}"
     );
     let open = ms(&rec, "open_ms");
     assert!(
-        (rec["value"].as_f64().unwrap() - open).abs() < 0.002,
-        "handshake value is the open time: {rec}"
+        (rec.value.unwrap() - open).abs() < 0.002,
+        "handshake value is the open time: {rec:#?}"
+    );
+    // On the raw record: these keys must be absent, not null.
+    let raw = run.raw_record();
+    assert!(
+        raw["meta"]["timings"].get("rtt_ms").is_none(),
+        "only phases that ran appear: {raw}"
     );
     assert!(
-        rec["meta"]["timings"].get("rtt_ms").is_none(),
-        "only phases that ran appear: {rec}"
-    );
-    assert!(
-        rec["meta"].get("tls_verified").is_none() && rec["meta"].get("tls_version").is_none(),
-        "no TLS keys on ws://: {rec}"
+        raw["meta"].get("tls_verified").is_none() && raw["meta"].get("tls_version").is_none(),
+        "no TLS keys on ws://: {raw}"
     );
     assert_eq!(
-        rec["meta"]["close_clean"], true,
-        "the server answered our Close: {rec}"
+        rec.meta.close_clean,
+        Some(true),
+        "the server answered our Close: {rec:#?}"
     );
 }
 
@@ -101,8 +104,7 @@ fn ws_round_trip_latency_text_echo() {
     let Some(server) = PyServer::start(&[]) else {
         return;
     };
-    let run = wsprobe(&[
-        "probe",
+    let run = probe(&[
         &server.ws_url("/"),
         "--interpretation",
         "round_trip_latency",
@@ -116,12 +118,12 @@ fn ws_round_trip_latency_text_echo() {
     let rec = assert_success(&run, "round_trip_latency");
     let rtt = ms(&rec, "rtt_ms");
     assert!(
-        (rec["value"].as_f64().unwrap() - rtt).abs() < 0.002,
-        "round_trip_scope message: value is rtt_ms: {rec}"
+        (rec.value.unwrap() - rtt).abs() < 0.002,
+        "round_trip_scope message: value is rtt_ms: {rec:#?}"
     );
-    assert!(ms(&rec, "open_ms") > 0.0, "{rec}");
-    assert_eq!(rec["meta"]["skipped_messages"], 0, "{rec}");
-    assert_eq!(rec["meta"]["close_clean"], true, "{rec}");
+    assert!(ms(&rec, "open_ms") > 0.0, "{rec:#?}");
+    assert_eq!(rec.meta.skipped_messages, Some(0), "{rec:#?}");
+    assert_eq!(rec.meta.close_clean, Some(true), "{rec:#?}");
 }
 
 #[test]
@@ -129,8 +131,7 @@ fn ws_round_trip_reply_mismatch() {
     let Some(server) = PyServer::start(&[]) else {
         return;
     };
-    let run = wsprobe(&[
-        "probe",
+    let run = probe(&[
         &server.ws_url("/"),
         "--interpretation",
         "round_trip_latency",
@@ -142,10 +143,10 @@ fn ws_round_trip_reply_mismatch() {
         "500",
     ]);
     let rec = run.record();
-    assert_eq!(rec["reason"], "ws_reply_mismatch", "{rec}");
-    assert_eq!(rec["value"], Value::Null, "{rec}");
-    assert_eq!(rec["meta"]["last_reply"], "hello", "{rec}");
-    assert!(rec["meta"]["skipped_messages"].as_u64() >= Some(1), "{rec}");
+    assert_eq!(rec.reason.as_deref(), Some("ws_reply_mismatch"), "{rec:#?}");
+    assert_eq!(rec.value, None, "{rec:#?}");
+    assert_eq!(rec.meta.last_reply.as_deref(), Some("hello"), "{rec:#?}");
+    assert!(rec.meta.skipped_messages >= Some(1), "{rec:#?}");
     assert_eq!(run.code, 1, "{run:#?}");
 }
 
@@ -154,8 +155,7 @@ fn ws_connection_success() {
     let Some(server) = PyServer::start(&[]) else {
         return;
     };
-    let run = wsprobe(&[
-        "probe",
+    let run = probe(&[
         &server.ws_url("/"),
         "--interpretation",
         "connection_success",
@@ -171,8 +171,7 @@ fn wss_with_test_ca_is_verified() {
     };
     let ca = tls.ca_pem.to_str().unwrap();
     for interpretation in ["handshake_latency", "connection_success"] {
-        let run = wsprobe(&[
-            "probe",
+        let run = probe(&[
             &server.wss_url("/"),
             "--ca-file",
             ca,
@@ -180,13 +179,12 @@ fn wss_with_test_ca_is_verified() {
             interpretation,
         ]);
         let rec = assert_success(&run, interpretation);
-        assert_eq!(rec["meta"]["tls_verified"], true, "{rec}");
-        assert_eq!(rec["meta"]["tls_version"], "TLSv1.3", "{rec}");
-        assert!(ms(&rec, "tls_ms") > 0.0, "{rec}");
+        assert_eq!(rec.meta.tls_verified, Some(true), "{rec:#?}");
+        assert_eq!(rec.meta.tls_version.as_deref(), Some("TLSv1.3"), "{rec:#?}");
+        assert!(ms(&rec, "tls_ms") > 0.0, "{rec:#?}");
     }
     // Round trip over TLS, binary-safe text echo.
-    let run = wsprobe(&[
-        "probe",
+    let run = probe(&[
         &server.wss_url("/"),
         "--ca-file",
         ca,
@@ -198,7 +196,7 @@ fn wss_with_test_ca_is_verified() {
         "over-tls",
     ]);
     let rec = assert_success(&run, "round_trip_latency");
-    assert_eq!(rec["meta"]["tls_verified"], true, "{rec}");
+    assert_eq!(rec.meta.tls_verified, Some(true), "{rec:#?}");
 }
 
 #[test]
@@ -207,10 +205,10 @@ fn wss_insecure_is_reported_unverified() {
     let Some(server) = start_tls_server(&tls.good, &[]) else {
         return;
     };
-    let run = wsprobe(&["probe", &server.wss_url("/"), "--insecure"]);
+    let run = probe(&[&server.wss_url("/"), "--insecure"]);
     let rec = assert_success(&run, "handshake_latency");
-    assert_eq!(rec["meta"]["tls_verified"], false, "{rec}");
-    assert!(rec["meta"]["tls_version"].is_string(), "{rec}");
+    assert_eq!(rec.meta.tls_verified, Some(false), "{rec:#?}");
+    assert!(rec.meta.tls_version.is_some(), "{rec:#?}");
 }
 
 #[test]
@@ -219,8 +217,7 @@ fn wss_server_name_override() {
     let Some(server) = start_tls_server(&tls.wrong_name, &[]) else {
         return;
     };
-    let run = wsprobe(&[
-        "probe",
+    let run = probe(&[
         &server.wss_url("/"),
         "--ca-file",
         tls.ca_pem.to_str().unwrap(),
@@ -228,7 +225,7 @@ fn wss_server_name_override() {
         WRONG_NAME,
     ]);
     let rec = assert_success(&run, "handshake_latency");
-    assert_eq!(rec["meta"]["tls_verified"], true, "{rec}");
+    assert_eq!(rec.meta.tls_verified, Some(true), "{rec:#?}");
 }
 
 #[test]
@@ -238,12 +235,12 @@ fn wss_unknown_ca_fails_naming_the_issuer() {
         return;
     };
     // No --ca-file: the built-in webpki roots do not know the test CA.
-    let run = wsprobe(&["probe", &server.wss_url("/")]);
+    let run = probe(&[&server.wss_url("/")]);
     let rec = assert_open_failed(&run);
     let error = meta_error(&rec);
     assert!(
         error.contains("issuer") || error.contains("unknown"),
-        "meta.error should say the issuer is unknown: {rec}"
+        "meta.error should say the issuer is unknown: {rec:#?}"
     );
 }
 
@@ -253,8 +250,7 @@ fn wss_wrong_name_fails_naming_the_name() {
     let Some(server) = start_tls_server(&tls.wrong_name, &[]) else {
         return;
     };
-    let run = wsprobe(&[
-        "probe",
+    let run = probe(&[
         &server.wss_url("/"),
         "--ca-file",
         tls.ca_pem.to_str().unwrap(),
@@ -263,7 +259,7 @@ fn wss_wrong_name_fails_naming_the_name() {
     let error = meta_error(&rec);
     assert!(
         error.contains("name") && !error.contains("expired") && !error.contains("issuer"),
-        "meta.error should say the name does not match: {rec}"
+        "meta.error should say the name does not match: {rec:#?}"
     );
 }
 
@@ -273,8 +269,7 @@ fn wss_expired_certificate_fails_saying_expired() {
     let Some(server) = start_tls_server(&tls.expired, &[]) else {
         return;
     };
-    let run = wsprobe(&[
-        "probe",
+    let run = probe(&[
         &server.wss_url("/"),
         "--ca-file",
         tls.ca_pem.to_str().unwrap(),
@@ -282,7 +277,7 @@ fn wss_expired_certificate_fails_saying_expired() {
     let rec = assert_open_failed(&run);
     assert!(
         meta_error(&rec).contains("expired"),
-        "meta.error should say the certificate expired: {rec}"
+        "meta.error should say the certificate expired: {rec:#?}"
     );
 }
 
@@ -292,22 +287,17 @@ fn subprotocol_offered_and_selected() {
         return;
     };
     let url = server.ws_url("/");
-    let run = wsprobe(&[
-        "probe",
-        &url,
-        "--protocol",
-        "other",
-        "--protocol",
-        "chat.v2",
-    ]);
+    let run = probe(&[&url, "--protocol", "other", "--protocol", "chat.v2"]);
     let rec = assert_success(&run, "handshake_latency");
-    assert_eq!(rec["meta"]["subprotocol"], "chat.v2", "{rec}");
+    assert_eq!(rec.meta.subprotocol.as_deref(), Some("chat.v2"), "{rec:#?}");
 
     // Offering nothing: this server refuses the upgrade with 400.
-    let run = wsprobe(&["probe", &url]);
+    let run = probe(&[&url]);
     let rec = assert_open_failed(&run);
-    assert_eq!(rec["meta"]["http_status"], 400, "{rec}");
-    assert!(rec["meta"].get("subprotocol").is_none(), "{rec}");
+    assert_eq!(rec.meta.http_status, Some(400), "{rec:#?}");
+    // On the raw record: the key must be absent, not null.
+    let raw = run.raw_record();
+    assert!(raw["meta"].get("subprotocol").is_none(), "{raw}");
 }
 
 #[test]
@@ -316,12 +306,11 @@ fn auth_required_401_then_bearer_token_succeeds() {
         return;
     };
     let url = server.ws_url("/private");
-    let run = wsprobe(&["probe", &url]);
+    let run = probe(&[&url]);
     let rec = assert_open_failed(&run);
-    assert_eq!(rec["meta"]["http_status"], 401, "{rec}");
+    assert_eq!(rec.meta.http_status, Some(401), "{rec:#?}");
 
-    let run = wsprobe(&[
-        "probe",
+    let run = probe(&[
         &url,
         "--header",
         "Authorization: Bearer tok-3rdparty",
@@ -363,21 +352,30 @@ fn once_runs_two_configured_probes() {
         ]
     });
     let path = dir.write("config.json", &config.to_string());
-    let run = wsprobe(&["once", "-c", path.to_str().unwrap()]);
-    assert_eq!(run.records.len(), 2, "{run:#?}");
+    let run = run(&["once", "-c", path.to_str().unwrap()]);
+    assert_eq!(run.records().len(), 2, "{run:#?}");
     assert_eq!(run.code, 0, "{run:#?}");
 
+    let label = |rec: &Record, name: &str| rec.labels.get(name).cloned();
     let rtt = run.by_probe("py-rtt");
-    assert_eq!(rtt["reason"], Value::Null, "{rtt}");
-    assert_eq!(rtt["interpretation"], "round_trip_latency", "{rtt}");
-    assert!(rtt["value"].as_f64() > Some(0.0), "{rtt}");
-    assert_eq!(rtt["labels"]["site"], "test-bench", "{rtt}");
-    assert_eq!(rtt["labels"]["tier"], "plain", "{rtt}");
+    assert_eq!(rtt.reason, None, "{rtt:#?}");
+    assert_eq!(rtt.interpretation, "round_trip_latency", "{rtt:#?}");
+    assert!(rtt.value > Some(0.0), "{rtt:#?}");
+    assert_eq!(
+        label(&rtt, "site").as_deref(),
+        Some("test-bench"),
+        "{rtt:#?}"
+    );
+    assert_eq!(label(&rtt, "tier").as_deref(), Some("plain"), "{rtt:#?}");
 
     let open = run.by_probe("py-open-tls");
-    assert_eq!(open["reason"], Value::Null, "{open}");
-    assert_eq!(open["interpretation"], "handshake_latency", "{open}");
-    assert!(open["value"].as_f64() > Some(0.0), "{open}");
-    assert_eq!(open["meta"]["tls_verified"], true, "{open}");
-    assert_eq!(open["labels"]["site"], "test-bench", "{open}");
+    assert_eq!(open.reason, None, "{open:#?}");
+    assert_eq!(open.interpretation, "handshake_latency", "{open:#?}");
+    assert!(open.value > Some(0.0), "{open:#?}");
+    assert_eq!(open.meta.tls_verified, Some(true), "{open:#?}");
+    assert_eq!(
+        label(&open, "site").as_deref(),
+        Some("test-bench"),
+        "{open:#?}"
+    );
 }

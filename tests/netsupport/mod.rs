@@ -1,6 +1,8 @@
 //! Network namespaces for the root-only tests: a namespace per test host,
-//! veth links between them, addresses, routes, nftables drops, and
-//! commands run inside. Everything is removed on drop, even after a panic.
+//! veth links between them, addresses, routes, nftables drops, per-namespace
+//! `hosts` and `resolv.conf`, and commands (the binary under test among
+//! them, through `support`'s runner) run inside. Everything is removed on
+//! drop, even after a panic.
 //!
 //! Not root: the tests skip with a printed reason, except under `CI=true`
 //! (CI runs as root), where they fail instead.
@@ -11,7 +13,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
-use crate::pysupport::{skip_or_fail, unique_name};
+use crate::support::{run_command, skip_or_fail, unique_name, Process, Run, WSPROBE};
 
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -85,10 +87,11 @@ impl Netns {
         must(self.command("nft").args(rule));
     }
 
-    /// Drops incoming TCP to `port` matching `extra` (e.g. `meta nfproto ipv6`).
-    pub fn drop_tcp(&self, extra: &str, port: u16) {
+    /// Drops incoming `proto` (`tcp` or `udp`) to `port` matching `extra`
+    /// (e.g. `meta nfproto ipv6`; `""` for every packet).
+    pub fn drop_port(&self, extra: &str, proto: &str, port: u16) {
         self.nft(&[&format!(
-            "add rule inet t input {extra} tcp dport {port} drop"
+            "add rule inet t input {extra} {proto} dport {port} drop"
         )]);
     }
 
@@ -99,31 +102,52 @@ impl Netns {
         command
     }
 
+    /// `wsprobe probe ARGS...` inside the namespace, as `support::probe`
+    /// runs it outside: watchdog, and no record on stderr.
+    pub fn probe(&self, args: &[&str]) -> Run {
+        let mut command = self.command(WSPROBE);
+        command.arg("probe").args(args);
+        let run = run_command(command);
+        run.assert_stderr_has_no_records();
+        run
+    }
+
     /// `/etc/netns/NS/hosts`, which `ip netns exec` puts over /etc/hosts.
     pub fn hosts(&self, contents: &str) {
+        self.etc_file("hosts", contents);
+    }
+
+    /// `/etc/netns/NS/resolv.conf`, which `ip netns exec` puts over
+    /// /etc/resolv.conf.
+    pub fn resolv_conf(&self, contents: &str) {
+        self.etc_file("resolv.conf", contents);
+    }
+
+    fn etc_file(&self, name: &str, contents: &str) {
         std::fs::create_dir_all(&self.etc).expect("create /etc/netns dir");
-        std::fs::write(self.etc.join("hosts"), contents).expect("write hosts");
+        std::fs::write(self.etc.join(name), contents)
+            .unwrap_or_else(|e| panic!("write /etc/netns/.../{name}: {e}"));
     }
 
     /// Starts the peer-reporting WebSocket server on `port` at each address
     /// and waits for its readiness line.
-    pub fn peer_server(&self, python: &str, port: u16, listen: &[&str]) -> Server {
+    pub fn peer_server(&self, python: &str, port: u16, listen: &[&str]) -> Process {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/peer_server.py");
         let mut command = self.command(python);
         command.arg(script).arg("--port").arg(port.to_string());
         for addr in listen {
             command.arg("--listen").arg(addr);
         }
-        let mut child = command
+        let child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("start peer_server.py");
-        let mut lines = BufReader::new(child.stdout.take().expect("server stdout"));
-        let mut ready = String::new();
-        lines.read_line(&mut ready).expect("read readiness line");
+        // Ended on drop from here on, even if the readiness check fails.
+        let mut server = Process(child);
+        let (ready, _rest) = first_line(&mut server.0);
         assert_eq!(ready.trim(), "ready", "peer_server.py did not start");
-        Server { child }
+        server
     }
 
     /// TCP sockets in the namespace in state SYN-SENT (`ss` lines).
@@ -155,19 +179,6 @@ pub fn link(a: &Netns, a_if: &str, a_cidr: &str, b: &Netns, b_if: &str, b_cidr: 
     b.ip(&["addr", "add", b_cidr, "dev", b_if]);
     a.ip(&["link", "set", a_if, "up"]);
     b.ip(&["link", "set", b_if, "up"]);
-}
-
-/// A server process, ended when its stdin closes (on drop).
-pub struct Server {
-    child: Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The first stdout line of a running command, and the command itself.

@@ -1,28 +1,36 @@
-//! Shared helpers for the integration tests: running the real `wsprobe`
-//! binary, parsing its records into typed structs (the wire contract of
-//! SPEC.md, "The record"), and small WebSocket test servers, each bound to
-//! 127.0.0.1:0 and reporting what it observed over a channel.
+//! Shared helpers for the integration tests: prerequisites (`skip_or_fail`),
+//! temp dirs, running the real `wsprobe` binary, parsing its records into
+//! typed structs (the wire contract of SPEC.md, "The record"), and small
+//! WebSocket test servers, each bound to 127.0.0.1:0 and reporting what it
+//! observed over a channel.
 //!
 //! Every test file includes this module, and each uses only part of it.
+//! `pysupport` (the Python server, TLS material) and `netsupport` (network
+//! namespaces) build on it.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
+use serde_json::Value;
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tungstenite::http::HeaderValue;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
+
+/// The binary under test.
+pub const WSPROBE: &str = env!("CARGO_BIN_EXE_wsprobe");
 
 /// How long a test waits for a server event before it calls the run a
 /// failure. A bound, not a synchronisation: events normally arrive in
@@ -32,6 +40,81 @@ pub const EVENT_WAIT: Duration = Duration::from_secs(5);
 /// A run of the binary that takes longer than this is killed (a hung probe
 /// must fail the test, not hang the suite).
 const WATCHDOG: Duration = Duration::from_secs(40);
+
+// ---------------------------------------------------------------------------
+// Prerequisites and temp files
+// ---------------------------------------------------------------------------
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Under CI a missing prerequisite fails the test; elsewhere it is skipped
+/// with the reason printed. Returns normally only when not in CI.
+pub fn skip_or_fail(reason: &str) {
+    if in_ci() {
+        panic!("CI=true and a test prerequisite is missing: {reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+}
+
+/// `PREFIX-PID-N-NANOS`: unique within this process and, in practice,
+/// across processes.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A directory of its own under the system temp dir, removed on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let path = std::env::temp_dir().join(unique_name(prefix));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Writes `contents` to `name` here and returns its path.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.join(name);
+        std::fs::write(&path, contents).expect("write temp file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A helper process (a test server) ended on drop, even after a panic: its
+/// stdin is closed (the servers' signal to stop), then it is killed and
+/// reaped.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 // ---------------------------------------------------------------------------
 // The record (SPEC.md, "The record")
@@ -85,6 +168,29 @@ pub struct Timings {
     pub total_ms: Option<f64>,
 }
 
+impl Timings {
+    /// Every timing with its wire name.
+    pub fn all(&self) -> [(&'static str, Option<f64>); 7] {
+        [
+            ("dns_ms", self.dns_ms),
+            ("connect_ms", self.connect_ms),
+            ("tls_ms", self.tls_ms),
+            ("upgrade_ms", self.upgrade_ms),
+            ("open_ms", self.open_ms),
+            ("rtt_ms", self.rtt_ms),
+            ("total_ms", self.total_ms),
+        ]
+    }
+
+    /// The timing with wire name `name` (panics on a name that is none).
+    pub fn get(&self, name: &str) -> Option<f64> {
+        match self.all().into_iter().find(|(n, _)| *n == name) {
+            Some((_, value)) => value,
+            None => panic!("no timing is called {name:?}"),
+        }
+    }
+}
+
 impl Record {
     pub fn timings(&self) -> Timings {
         self.meta.timings.clone().unwrap_or_default()
@@ -102,10 +208,8 @@ pub fn parse_record(line: &str) -> Record {
 /// True when `line` looks like a record (a JSON object with the record's
 /// identifying keys): used to check that stderr never carries records.
 pub fn looks_like_record(line: &str) -> bool {
-    match serde_json::from_str::<serde_json::Value>(line.trim()) {
-        Ok(serde_json::Value::Object(map)) => {
-            map.contains_key("probe") || map.contains_key("interpretation")
-        }
+    match serde_json::from_str::<Value>(line.trim()) {
+        Ok(Value::Object(map)) => map.contains_key("probe") || map.contains_key("interpretation"),
         _ => false,
     }
 }
@@ -114,11 +218,16 @@ pub fn looks_like_record(line: &str) -> bool {
 // Running the binary
 // ---------------------------------------------------------------------------
 
+/// The binary, not started yet.
 pub fn wsprobe() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wsprobe"))
+    Command::new(WSPROBE)
 }
 
-/// Everything one invocation of the binary produced.
+/// Everything one invocation of the binary produced. Stdout is parsed only
+/// on request: as typed records (`records`, `record`, `by_probe`), or as
+/// raw JSON (`raw_records`, `raw_record`) where a test checks which keys
+/// are present. Either way every stdout line must be one record: records
+/// and diagnostics never mix (SPEC "Command line").
 #[derive(Debug)]
 pub struct Run {
     pub stdout: String,
@@ -130,23 +239,57 @@ pub struct Run {
 impl Run {
     /// Every stdout line as a record (panics with the raw line otherwise).
     pub fn records(&self) -> Vec<Record> {
+        self.stdout.lines().map(parse_record).collect()
+    }
+
+    /// Every stdout line as a raw JSON object.
+    pub fn raw_records(&self) -> Vec<Value> {
         self.stdout
             .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(parse_record)
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap_or_else(|e| {
+                    panic!(
+                        "stdout line is not JSON ({e}):\n{l}\nstderr:\n{}",
+                        self.stderr
+                    )
+                });
+                assert!(v.is_object(), "stdout line is not a JSON object: {l:?}");
+                v
+            })
             .collect()
     }
 
-    /// Every stdout line as raw JSON.
-    pub fn raw_records(&self) -> Vec<serde_json::Value> {
-        self.stdout
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}):\n{l}"))
-            })
-            .collect()
+    /// The only record; fails the test unless there is exactly one.
+    pub fn record(&self) -> Record {
+        let mut records = self.records();
+        self.assert_one(records.len(), "");
+        records.remove(0)
+    }
+
+    /// The only record as raw JSON; fails the test unless there is exactly one.
+    pub fn raw_record(&self) -> Value {
+        let mut records = self.raw_records();
+        self.assert_one(records.len(), "");
+        records.remove(0)
+    }
+
+    /// The one record of probe `name`.
+    pub fn by_probe(&self, name: &str) -> Record {
+        let mut found: Vec<Record> = self
+            .records()
+            .into_iter()
+            .filter(|r| r.probe == name)
+            .collect();
+        self.assert_one(found.len(), &format!(" of probe {name:?}"));
+        found.remove(0)
+    }
+
+    fn assert_one(&self, found: usize, what: &str) {
+        assert_eq!(
+            found, 1,
+            "expected exactly one record{what}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
     }
 
     pub fn assert_stderr_has_no_records(&self) {
@@ -160,17 +303,18 @@ impl Run {
     }
 }
 
-/// Runs `wsprobe ARGS...`, calling `on_spawn` with the child's pid as soon
-/// as it has started. A child still running after `WATCHDOG` is killed.
-pub fn run_with(args: &[&str], on_spawn: impl FnOnce(u32)) -> Run {
+/// Runs a prepared command (the binary with its arguments and environment,
+/// or `ip netns exec NS wsprobe ...`) with stdin closed, calling `on_spawn`
+/// with the child's pid as soon as it has started. A child still running
+/// after `WATCHDOG` is killed and the test fails.
+pub fn run_command_with(mut cmd: Command, on_spawn: impl FnOnce(u32)) -> Run {
     let started = Instant::now();
-    let child = wsprobe()
-        .args(args)
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn wsprobe");
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     let pid = child.id();
     on_spawn(pid);
     let (done_tx, done_rx) = mpsc::channel::<()>();
@@ -193,23 +337,27 @@ pub fn run_with(args: &[&str], on_spawn: impl FnOnce(u32)) -> Run {
     };
     assert!(
         elapsed < WATCHDOG,
-        "wsprobe {args:?} hung and was killed after {elapsed:?}\nstderr:\n{}",
+        "{cmd:?} hung and was killed after {elapsed:?}\nstderr:\n{}",
         run.stderr
     );
     run
 }
 
+/// Runs a prepared command (see `run_command_with`).
+pub fn run_command(cmd: Command) -> Run {
+    run_command_with(cmd, |_| {})
+}
+
+/// Runs `wsprobe ARGS...`, calling `on_spawn` with the child's pid.
+pub fn run_with(args: &[&str], on_spawn: impl FnOnce(u32)) -> Run {
+    let mut cmd = wsprobe();
+    cmd.args(args);
+    run_command_with(cmd, on_spawn)
+}
+
 /// Runs `wsprobe ARGS...`.
 pub fn run(args: &[&str]) -> Run {
     run_with(args, |_| {})
-}
-
-/// Runs `wsprobe probe ARGS...`, checks that stderr holds no record, and
-/// returns the records, stderr and exit code.
-pub fn run_probe(args: &[&str]) -> (Vec<Record>, String, i32) {
-    let run = probe(args);
-    let records = run.records();
-    (records, run.stderr, run.code)
 }
 
 /// Runs `wsprobe probe ARGS...` and checks that stderr holds no record.
@@ -228,15 +376,7 @@ pub fn probe_with(args: &[&str], on_spawn: impl FnOnce(u32)) -> Run {
 /// Runs a probe that must produce exactly one record; returns it with the run.
 pub fn probe_one(args: &[&str]) -> (Record, Run) {
     let run = probe(args);
-    let mut records = run.records();
-    assert_eq!(
-        records.len(),
-        1,
-        "expected one record from `wsprobe probe {args:?}`\nstdout:\n{}\nstderr:\n{}",
-        run.stdout,
-        run.stderr
-    );
-    (records.remove(0), run)
+    (run.record(), run)
 }
 
 /// The contract's exit code for a finished `probe` run (SPEC.md, "Command
@@ -492,11 +632,7 @@ pub fn serve_messages(
                     let _ = ws.flush();
                 }
                 Message::Close(frame) => {
-                    let (code, reason) = match frame {
-                        Some(f) => (Some(u16::from(f.code)), f.reason.as_str().to_owned()),
-                        None => (None, String::new()),
-                    };
-                    let _ = tx.send(Event::ClientClose { code, reason });
+                    let _ = tx.send(client_close_event(frame.as_ref()));
                     // Sends our Close in reply (queued by tungstenite).
                     let _ = ws.flush();
                 }
@@ -509,6 +645,32 @@ pub fn serve_messages(
                 return;
             }
         }
+    }
+}
+
+/// The event for the client's Close frame (code `None` when it had none).
+fn client_close_event(frame: Option<&CloseFrame>) -> Event {
+    match frame {
+        Some(f) => Event::ClientClose {
+            code: Some(u16::from(f.code)),
+            reason: f.reason.as_str().to_owned(),
+        },
+        None => Event::ClientClose {
+            code: None,
+            reason: String::new(),
+        },
+    }
+}
+
+/// Reads the probe's first message and reports it; false (the handler
+/// should give up) when it is not text.
+fn read_first_text(ws: &mut WebSocket<TcpStream>, tx: &Sender<Event>) -> bool {
+    match ws.read() {
+        Ok(Message::Text(t)) => {
+            let _ = tx.send(Event::Text(t.as_str().to_owned()));
+            true
+        }
+        _ => false,
     }
 }
 
@@ -565,16 +727,7 @@ pub fn wrong_protocol_server(protocol: &'static str) -> Server {
 
 /// Accepts TCP, reads whatever comes, never answers.
 pub fn silent_after_tcp_server() -> Server {
-    spawn_server(|mut stream, tx| {
-        let mut buf = [0u8; 4096];
-        loop {
-            match stream.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-        let _ = tx.send(Event::EndedWithoutClose);
-    })
+    spawn_server(drain_until_eof)
 }
 
 /// Completes the upgrade, then never sends a data message (it still answers
@@ -746,9 +899,7 @@ pub fn drop_before_reply_server() -> Server {
         let Some(mut ws) = ws_accept(stream, tx, |_, _| {}) else {
             return;
         };
-        if let Ok(Message::Text(t)) = ws.read() {
-            let _ = tx.send(Event::Text(t.as_str().to_owned()));
-        }
+        read_first_text(&mut ws, tx);
         let _ = ws.get_mut().shutdown(Shutdown::Both);
     })
 }
@@ -840,11 +991,8 @@ pub fn ping_first_server(ping_payload: &'static [u8], reply: &'static str) -> Se
             return;
         };
         // The first message: ping, wait for the pong, reply.
-        match ws.read() {
-            Ok(Message::Text(t)) => {
-                let _ = tx.send(Event::Text(t.as_str().to_owned()));
-            }
-            _ => return,
+        if !read_first_text(&mut ws, tx) {
+            return;
         }
         if ws
             .send(Message::Ping(ping_payload.to_vec().into()))
@@ -859,11 +1007,7 @@ pub fn ping_first_server(ping_payload: &'static [u8], reply: &'static str) -> Se
                     break;
                 }
                 Ok(Message::Close(frame)) => {
-                    let (code, reason) = match frame {
-                        Some(f) => (Some(u16::from(f.code)), f.reason.as_str().to_owned()),
-                        None => (None, String::new()),
-                    };
-                    let _ = tx.send(Event::ClientClose { code, reason });
+                    let _ = tx.send(client_close_event(frame.as_ref()));
                     let _ = ws.flush();
                     return;
                 }
@@ -888,11 +1032,8 @@ pub fn huge_frame_server(probe_pid: Arc<AtomicU32>) -> Server {
         let Some(mut ws) = ws_accept(stream, tx, |_, _| {}) else {
             return;
         };
-        match ws.read() {
-            Ok(Message::Text(t)) => {
-                let _ = tx.send(Event::Text(t.as_str().to_owned()));
-            }
-            _ => return,
+        if !read_first_text(&mut ws, tx) {
+            return;
         }
         let mut bytes = vec![0x82, 127];
         bytes.extend_from_slice(&(1u64 << 40).to_be_bytes());
@@ -903,11 +1044,7 @@ pub fn huge_frame_server(probe_pid: Arc<AtomicU32>) -> Server {
                 Ok(Message::Close(frame)) => {
                     let hwm = vm_hwm_kb(probe_pid.load(Ordering::SeqCst));
                     let _ = tx.send(Event::ProbeVmHwmKb(hwm));
-                    let (code, reason) = match frame {
-                        Some(f) => (Some(u16::from(f.code)), f.reason.as_str().to_owned()),
-                        None => (None, String::new()),
-                    };
-                    let _ = tx.send(Event::ClientClose { code, reason });
+                    let _ = tx.send(client_close_event(frame.as_ref()));
                     break;
                 }
                 Ok(_) => {}
