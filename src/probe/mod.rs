@@ -117,8 +117,12 @@ fn run_phases(spec: &ProbeSpec, deadline: &Deadline, out: &mut Outcome) -> Resul
 /// `run`, with a panic turned into a failed outcome: a bug met by one
 /// probe must not take the agent, or the other probes, down.
 pub fn run_guarded(spec: &ProbeSpec) -> Outcome {
+    guarded(|| run(spec))
+}
+
+fn guarded(run: impl FnOnce() -> Outcome) -> Outcome {
     let started = Outcome::begin();
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(spec))) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(outcome) => outcome,
         Err(panic) => {
             let detail = panic
@@ -135,5 +139,23 @@ pub fn run_guarded(spec: &ProbeSpec) -> Outcome {
             outcome.timings.total = Some(outcome.started.elapsed());
             outcome
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::Reason;
+
+    #[test]
+    fn a_panicking_run_becomes_an_open_failure_naming_an_internal_error() {
+        let outcome = guarded(|| panic!("boom"));
+        assert_eq!(outcome.reason, Some(Reason::WsOpenFailed));
+        let error = outcome.meta.error.unwrap_or_default();
+        assert!(
+            error.starts_with("internal error") && error.contains("boom"),
+            "{error}"
+        );
+        assert!(!outcome.opened);
     }
 }
