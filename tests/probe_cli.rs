@@ -386,3 +386,93 @@ fn probe_records_carry_the_probe_fields() {
     assert_eq!(r.interpretation, CS);
     assert!(r.labels.is_empty(), "no labels were set: {r:#?}");
 }
+
+#[test]
+fn human_prints_its_summary_when_interrupted() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let server = echo_server();
+    let mut child = wsprobe()
+        .args([
+            "probe",
+            &server.url(),
+            "--count",
+            "1000",
+            "--interval-ms",
+            "100",
+            "--human",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start wsprobe");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut lines = Vec::new();
+    // The header, then two runs: only then interrupt, as a person would.
+    while lines.len() < 3 {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).expect("read") > 0, "{lines:?}");
+        lines.push(line);
+    }
+    // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(sent, 0);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read the rest");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "every run so far succeeded: {rest}");
+    assert!(
+        rest.contains(" runs, ") && rest.contains("0 failed"),
+        "{rest}"
+    );
+    assert!(rest.contains("min/avg/max/mdev"), "{rest}");
+}
+
+#[test]
+fn a_reader_that_stops_early_ends_it_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let server = echo_server();
+    for args in [
+        vec!["--help"],
+        vec![
+            "probe",
+            &server.url(),
+            "--count",
+            "50",
+            "--interval-ms",
+            "0",
+        ],
+        vec![
+            "probe",
+            &server.url(),
+            "--count",
+            "50",
+            "--interval-ms",
+            "0",
+            "--human",
+        ],
+    ] {
+        let mut child = wsprobe()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start wsprobe");
+        // Like `| head -1`: one line, then the pipe is closed.
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut first)
+            .expect("read a line");
+        let output = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            matches!(output.status.code(), Some(0 | 1)),
+            "{args:?}: {:?} {stderr}",
+            output.status
+        );
+    }
+}
