@@ -1,0 +1,348 @@
+//! JSON -> validated `ProbeSpec`s, or every problem found.
+//!
+//! The file is read into a `serde_json::Value` and walked by hand, so that
+//! one pass collects every error (serde's derive stops at the first) and
+//! each error names the probe and the field it is about.
+//!
+//! `fields` checks each field on its own, `probe` merges a probe with the
+//! defaults and applies the rules that tie fields together, `url` parses
+//! the URL, and `words` holds the small text rules (names, tokens,
+//! `${NAME}`, "did you mean").
+
+mod fields;
+mod probe;
+mod url;
+mod words;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::probe::tls::TlsFactory;
+use crate::spec::{Interpretation, IpVersion, ProbeSpec, RoundTripScope};
+
+pub use self::url::parse_url;
+pub use self::words::{expand_env, suggest};
+
+const TOP_LEVEL_FIELDS: [&str; 4] = ["labels", "defaults", "output", "probes"];
+const OUTPUT_FIELDS: [&str; 1] = ["ndjson"];
+const PROBE_FIELDS: [&str; 19] = [
+    "name",
+    "url",
+    "interpretation",
+    "timeout_ms",
+    "interval_ms",
+    "ping_mode",
+    "send_message",
+    "expect_message",
+    "protocols",
+    "headers",
+    "labels",
+    "round_trip_scope",
+    "max_message_bytes",
+    "thresholds",
+    "tls",
+    "ip_version",
+    "bind_interface",
+    "source_ip",
+    "fwmark",
+];
+const THRESHOLD_FIELDS: [&str; 2] = ["healthy_below", "unhealthy_above"];
+const TLS_FIELDS: [&str; 3] = ["ca_file", "server_name", "insecure_skip_verify"];
+
+const TIMEOUT_MS: (u64, u64) = (100, 30_000);
+const INTERVAL_MS: (u64, u64) = (1000, 86_400_000);
+const MAX_MESSAGE_BYTES: (u64, u64) = (1024, 67_108_864);
+const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+const DEFAULT_INTERVAL_MS: u64 = 60_000;
+const DEFAULT_MAX_MESSAGE_BYTES: u64 = 1_048_576;
+
+/// The name the ad-hoc `wsprobe probe` run goes by.
+pub const AD_HOC_NAME: &str = "probe";
+
+/// A loaded, valid configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub probes: Vec<ProbeSpec>,
+    pub output: Output,
+    /// Things that are allowed but deserve a word (insecure TLS).
+    pub warnings: Vec<String>,
+}
+
+/// Where records go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    Stdout,
+    File(PathBuf),
+}
+
+/// One problem in the file: where it is, what is wrong, and maybe a hint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// `probe "name"`, `probes[3]`, `defaults`, `output`, or `top level`.
+    pub place: String,
+    /// The field, dotted for nested ones (`tls.ca_file`); may be empty.
+    pub field: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.place)?;
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, " ({hint})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads environment variables for `${NAME}`; tests pass their own.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment, for `Env`.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Loads and validates a config file.
+pub fn load_file(path: &Path, env: Env) -> Result<Config, Vec<ConfigError>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ConfigError {
+            place: path.display().to_string(),
+            field: String::new(),
+            message: format!("cannot read: {e}"),
+            hint: None,
+        }]
+    })?;
+    load_str(&text, env)
+}
+
+/// Validates a config given as text.
+pub fn load_str(text: &str, env: Env) -> Result<Config, Vec<ConfigError>> {
+    let root: Value = serde_json::from_str(text).map_err(|e| {
+        vec![ConfigError {
+            place: format!("line {} column {}", e.line(), e.column()),
+            field: String::new(),
+            message: format!("invalid JSON: {e}"),
+            hint: None,
+        }]
+    })?;
+    let mut loader = Loader::new(env);
+    let config = loader.config(&root);
+    loader.finish(config)
+}
+
+/// Builds the ad-hoc probe of `wsprobe probe` from a JSON object of probe
+/// fields (the flags), with the same rules as the file, except that the
+/// interval is the command's business.
+pub fn ad_hoc_probe(fields: &Map<String, Value>, env: Env) -> Result<Config, Vec<ConfigError>> {
+    let mut loader = Loader::new(env);
+    let mut object = fields.clone();
+    object.insert("name".into(), Value::String(AD_HOC_NAME.into()));
+    let probe = loader.probe(
+        &Value::Object(object),
+        0,
+        &Fields::default(),
+        &BTreeMap::new(),
+        None,
+    );
+    let config = Config {
+        probes: probe.into_iter().collect(),
+        output: Output::Stdout,
+        warnings: Vec::new(),
+    };
+    loader.finish(config)
+}
+
+/// The fields a probe or `defaults` may set, parsed but not yet merged.
+#[derive(Clone, Default)]
+struct Fields {
+    interpretation: Option<Interpretation>,
+    timeout_ms: Option<u64>,
+    interval_ms: Option<u64>,
+    /// `true` for `message`, `false` for `none`.
+    ping_mode_message: Option<bool>,
+    send_message: Option<String>,
+    expect_message: Option<String>,
+    protocols: Option<Vec<String>>,
+    headers: Option<Vec<(String, String)>>,
+    labels: Option<BTreeMap<String, String>>,
+    round_trip_scope: Option<RoundTripScope>,
+    max_message_bytes: Option<u64>,
+    healthy_below: Option<f64>,
+    unhealthy_above: Option<f64>,
+    /// Whether `thresholds` was written at all (it may be `{}`).
+    thresholds_set: bool,
+    tls_ca_file: Option<String>,
+    tls_server_name: Option<String>,
+    tls_insecure: Option<bool>,
+    tls_set: bool,
+    ip_version: Option<IpVersion>,
+    bind_interface: Option<String>,
+    source_ip: Option<IpAddr>,
+    fwmark: Option<u32>,
+}
+
+struct Loader<'a> {
+    env: Env<'a>,
+    errors: Vec<ConfigError>,
+    warnings: Vec<String>,
+    tls: TlsFactory,
+}
+
+impl<'a> Loader<'a> {
+    fn new(env: Env<'a>) -> Self {
+        Loader {
+            env,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            tls: TlsFactory::default(),
+        }
+    }
+
+    fn finish(self, mut config: Config) -> Result<Config, Vec<ConfigError>> {
+        if self.errors.is_empty() {
+            config.warnings = self.warnings;
+            Ok(config)
+        } else {
+            Err(self.errors)
+        }
+    }
+
+    fn error(&mut self, place: &str, field: &str, message: impl Into<String>) {
+        self.error_with_hint(place, field, message, None);
+    }
+
+    fn error_with_hint(
+        &mut self,
+        place: &str,
+        field: &str,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
+        self.errors.push(ConfigError {
+            place: place.to_owned(),
+            field: field.to_owned(),
+            message: message.into(),
+            hint,
+        });
+    }
+
+    /// Refuses keys that are not in `known`, suggesting the nearest one.
+    fn unknown_keys(
+        &mut self,
+        place: &str,
+        prefix: &str,
+        object: &Map<String, Value>,
+        known: &[&str],
+    ) {
+        for key in object.keys() {
+            if !known.contains(&key.as_str()) {
+                let hint = suggest(key, known).map(|s| format!("did you mean \"{s}\"?"));
+                self.error_with_hint(place, &format!("{prefix}{key}"), "unknown field", hint);
+            }
+        }
+    }
+
+    fn config(&mut self, root: &Value) -> Config {
+        let mut config = Config {
+            probes: Vec::new(),
+            output: Output::Stdout,
+            warnings: Vec::new(),
+        };
+        let place = "top level";
+        let Some(root) = root.as_object() else {
+            self.error(place, "", "the config must be a JSON object");
+            return config;
+        };
+        self.unknown_keys(place, "", root, &TOP_LEVEL_FIELDS);
+
+        let top_labels = match root.get("labels") {
+            Some(value) => self.labels(place, "labels", value).unwrap_or_default(),
+            None => BTreeMap::new(),
+        };
+        if let Some(output) = root.get("output") {
+            config.output = self.output(output);
+        }
+        let defaults = match root.get("defaults") {
+            Some(Value::Object(object)) => {
+                for forbidden in ["name", "url"] {
+                    if object.contains_key(forbidden) {
+                        self.error(
+                            "defaults",
+                            forbidden,
+                            "cannot be set in defaults; every probe sets its own",
+                        );
+                    }
+                }
+                let known: Vec<&str> = PROBE_FIELDS
+                    .iter()
+                    .copied()
+                    .filter(|f| *f != "name" && *f != "url")
+                    .collect();
+                let unknown: Map<String, Value> = object
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "name" && k.as_str() != "url")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                self.unknown_keys("defaults", "", &unknown, &known);
+                self.fields("defaults", object)
+            }
+            Some(_) => {
+                self.error("defaults", "", "must be an object of probe fields");
+                Fields::default()
+            }
+            None => Fields::default(),
+        };
+
+        match root.get("probes") {
+            Some(Value::Array(probes)) if probes.is_empty() => {
+                self.error(
+                    place,
+                    "probes",
+                    "is empty; a config needs at least one probe",
+                );
+            }
+            Some(Value::Array(probes)) => {
+                let mut seen = HashSet::new();
+                for (index, value) in probes.iter().enumerate() {
+                    let spec = self.probe(value, index, &defaults, &top_labels, Some(&mut seen));
+                    config.probes.extend(spec);
+                }
+            }
+            Some(_) => self.error(place, "probes", "must be an array of probe objects"),
+            None => self.error(
+                place,
+                "probes",
+                "is missing; a config needs at least one probe",
+            ),
+        }
+        config
+    }
+
+    fn output(&mut self, value: &Value) -> Output {
+        let place = "output";
+        let Some(object) = value.as_object() else {
+            self.error(place, "", "must be an object like {\"ndjson\": \"-\"}");
+            return Output::Stdout;
+        };
+        self.unknown_keys(place, "", object, &OUTPUT_FIELDS);
+        match object.get("ndjson") {
+            None => Output::Stdout,
+            Some(Value::String(s)) if s == "-" => Output::Stdout,
+            Some(Value::String(s)) if !s.is_empty() => Output::File(PathBuf::from(s)),
+            Some(_) => {
+                self.error(place, "ndjson", "must be \"-\" (stdout) or a file path");
+                Output::Stdout
+            }
+        }
+    }
+}
