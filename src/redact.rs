@@ -32,18 +32,28 @@ pub fn url(raw: &str) -> String {
     let mut out = redact_userinfo(base);
     if let Some(query) = query {
         out.push('?');
-        let params: Vec<String> = query.split('&').map(redact_param).collect();
-        out.push_str(&params.join("&"));
+        out.push_str(&redact_params(query));
     }
-    out.push_str(fragment);
+    // An OAuth-style redirect carries its tokens in the fragment.
+    if let Some(fragment) = fragment.strip_prefix('#') {
+        out.push('#');
+        out.push_str(&redact_params(fragment));
+    }
     out
 }
 
+fn redact_params(params: &str) -> String {
+    let params: Vec<String> = params.split('&').map(redact_param).collect();
+    params.join("&")
+}
+
 fn redact_userinfo(base: &str) -> String {
-    let Some(scheme_end) = base.find("://") else {
-        return base.to_owned();
+    // `scheme://authority...`, or a scheme-relative `//authority...`.
+    let authority_start = match base.find("://") {
+        Some(scheme_end) => scheme_end + 3,
+        None if base.starts_with("//") => 2,
+        None => return base.to_owned(),
     };
-    let authority_start = scheme_end + 3;
     let rest = &base[authority_start..];
     let authority_end = rest.find('/').unwrap_or(rest.len());
     match rest[..authority_end].rfind('@') {
@@ -92,5 +102,17 @@ mod tests {
         assert_eq!(url("ws://example.com/socket"), "ws://example.com/socket");
         assert_eq!(url("/login?next=/&token=t"), "/login?next=/&token=REDACTED");
         assert_eq!(url("ws://h/p@q?x=1"), "ws://h/p@q?x=1");
+    }
+
+    #[test]
+    fn scheme_relative_userinfo_and_fragment_tokens_are_redacted() {
+        assert_eq!(
+            url("//bob:hunter2@cdn.example/socket?room=1"),
+            "//REDACTED@cdn.example/socket?room=1"
+        );
+        assert_eq!(
+            url("https://sso.example/cb#access_token=abc&state=x"),
+            "https://sso.example/cb#access_token=REDACTED&state=x"
+        );
     }
 }

@@ -190,10 +190,16 @@ fn check_answer(
             detail.trim_end()
         )));
     }
-    if !has_token("upgrade", "websocket") {
-        return Err(failed(
-            "the 101 answer lacks \"Upgrade: websocket\"".to_owned(),
-        ));
+    // Unlike Connection, Upgrade must be exactly "websocket" (section
+    // 4.1, check 2): `Upgrade: h2c, websocket` is no WebSocket answer.
+    match values("upgrade").as_slice() {
+        [one] if one.eq_ignore_ascii_case("websocket") => {}
+        other => {
+            return Err(failed(format!(
+                "the 101 answer's Upgrade is {:?}, not \"websocket\"",
+                other.join(", ")
+            )))
+        }
     }
     if !has_token("connection", "upgrade") {
         return Err(failed(
@@ -271,6 +277,19 @@ mod tests {
         }
         let buf = answer("Connection: keep-alive\r\n");
         assert!(check(&buf, &[]).unwrap_err().contains("Connection"));
+    }
+
+    #[test]
+    fn upgrade_must_be_websocket_alone() {
+        let with = |upgrade: &str| {
+            String::from_utf8_lossy(&answer("Connection: Upgrade\r\n"))
+                .replace("Upgrade: websocket", &format!("Upgrade: {upgrade}"))
+                .into_bytes()
+        };
+        assert!(check(&with("h2c, websocket"), &[])
+            .unwrap_err()
+            .contains("Upgrade"));
+        assert!(check(&with("WebSocket"), &[]).is_ok());
     }
 
     #[test]
