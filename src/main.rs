@@ -99,14 +99,18 @@ fn load(path: &std::path::Path) -> Option<Config> {
     }
 }
 
+/// Prints every config problem, each prefixed with where it comes from:
+/// the file, or nothing for the flags of `wsprobe probe`.
 fn report_config_errors(source: &str, errors: &[ConfigError]) {
+    let prefix = if source.is_empty() {
+        "wsprobe: ".to_owned()
+    } else {
+        format!("wsprobe: {source}: ")
+    };
     for error in errors {
-        eprintln!("wsprobe: {source}: {error}");
+        eprintln!("{prefix}{error}");
     }
-    eprintln!(
-        "wsprobe: {source}: {} problem(s); nothing was started",
-        errors.len()
-    );
+    eprintln!("{prefix}{} problem(s); nothing was started", errors.len());
 }
 
 fn once_command(loaded: Config, names: &[String]) -> u8 {
