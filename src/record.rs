@@ -18,11 +18,19 @@ pub struct Record<'a> {
     pub probe: &'a str,
     pub url: &'a str,
     pub interpretation: &'static str,
-    pub value: Option<f64>,
+    pub value: Option<WireValue>,
     pub reason: Option<&'static str>,
     pub health: &'static str,
     pub labels: &'a BTreeMap<String, String>,
     pub meta: WireMeta<'a>,
+}
+
+/// Milliseconds for the latencies; a plain 1 or 0 for `connection_success`.
+#[derive(Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum WireValue {
+    Millis(f64),
+    Opened(u8),
 }
 
 #[derive(Debug, Serialize)]
@@ -140,7 +148,10 @@ impl<'a> Record<'a> {
             probe: &spec.name,
             url: &spec.display_url,
             interpretation: spec.interpretation.wire_name(),
-            value,
+            value: value.map(|v| match spec.interpretation {
+                Interpretation::ConnectionSuccess => WireValue::Opened(u8::from(v > 0.0)),
+                _ => WireValue::Millis(v),
+            }),
             reason: outcome.reason.map(|r| r.wire_name()),
             health: health(spec, value),
             labels: &spec.labels,

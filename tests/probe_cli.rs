@@ -476,3 +476,15 @@ fn a_reader_that_stops_early_ends_it_quietly() {
         );
     }
 }
+
+#[test]
+fn connection_success_is_a_plain_1_or_0() {
+    let server = echo_server();
+    let refused = format!("ws://127.0.0.1:{}/", free_port());
+    for (url, expected) in [(server.url(), 1u64), (refused, 0)] {
+        let run = probe(&[&url, "--interpretation", CS, "--timeout-ms", "2000"]);
+        let raw = run.raw_records();
+        assert_eq!(raw.len(), 1, "{}", run.stdout);
+        assert_eq!(raw[0]["value"].as_u64(), Some(expected), "{}", run.stdout);
+    }
+}
