@@ -1321,22 +1321,6 @@ where
     })
 }
 
-/// Reads an HTTP request head from any stream (up to the blank line).
-fn read_head_from(stream: &mut impl Read) -> Option<String> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => return None,
-        }
-        if head.len() > 64 * 1024 {
-            return None;
-        }
-    }
-    Some(String::from_utf8_lossy(&head).into_owned())
-}
-
 #[test]
 fn tls_completes_then_upgrade_stalls_times_out_in_upgrade() {
     let material = TlsMaterial::generate();
@@ -1369,7 +1353,7 @@ fn tls_close_notify_instead_of_a_reply_is_closed_early() {
     // keeps TCP open: no Close frame ever came, so 1006.
     let material = TlsMaterial::generate();
     let server = tls_server(&material, |tls, tx| {
-        let Some(head) = read_head_from(tls) else {
+        let Some(head) = read_request_head(tls) else {
             return;
         };
         let accept = accept_for_head(&head, tx);
@@ -1694,7 +1678,7 @@ fn tls_key_update_flood_instead_of_a_reply_is_bounded() {
     // After the open, TLS 1.3 KeyUpdate requests as fast as they go.
     let material = TlsMaterial::generate();
     let server = tls_server(&material, |tls, tx| {
-        let Some(head) = read_head_from(tls) else {
+        let Some(head) = read_request_head(tls) else {
             return;
         };
         let accept = accept_for_head(&head, tx);
@@ -1737,7 +1721,7 @@ fn tls_fatal_alert_instead_of_a_reply_is_closed_early() {
     // ended the connection, without a WebSocket Close.
     let material = TlsMaterial::generate();
     let server = tls_server(&material, |tls, tx| {
-        let Some(head) = read_head_from(tls) else {
+        let Some(head) = read_request_head(tls) else {
             return;
         };
         let accept = accept_for_head(&head, tx);

@@ -741,8 +741,9 @@ pub fn silent_after_upgrade_server() -> Server {
     })
 }
 
-/// Reads an HTTP request head (up to the blank line); returns it as text.
-pub fn read_request_head(stream: &mut TcpStream) -> Option<String> {
+/// Reads an HTTP request head (up to the blank line) from any stream, TLS
+/// included; returns it as text.
+pub fn read_request_head(stream: &mut impl Read) -> Option<String> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
