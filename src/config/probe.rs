@@ -2,9 +2,10 @@
 //! tie fields together.
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::words::is_probe_name;
 use super::{
@@ -14,8 +15,23 @@ use super::{
 use crate::redact;
 use crate::spec::{
     Exchange, Interpretation, IpVersion, ProbeSpec, RoundTripScope, Route, Target, Thresholds,
-    TlsOptions,
+    TlsOptions, TlsSetup,
 };
+
+/// A probe's own fields over the defaults, for the fields that fit it.
+struct Merged<'f> {
+    own: &'f Fields,
+    defaults: &'f Fields,
+}
+
+impl Merged<'_> {
+    /// The probe's own value for a field, else the default's.
+    fn get<T: Clone>(&self, field: impl Fn(&Fields) -> &Option<T>) -> Option<T> {
+        field(self.own)
+            .clone()
+            .or_else(|| field(self.defaults).clone())
+    }
+}
 
 impl Loader<'_> {
     /// One probe: its own fields, then the defaults that fit, then the rules
@@ -36,256 +52,40 @@ impl Loader<'_> {
             return None;
         };
         let errors_before = self.errors.len();
-        let name = match object.get("name") {
-            Some(Value::String(n)) if is_probe_name(n) => Some(n.clone()),
-            Some(other) => {
-                self.error(
-                    &format!("probes[{index}]"),
-                    "name",
-                    format!("must be 1 to 64 of A-Z a-z 0-9 _ . - (got {other})"),
-                );
-                None
-            }
-            None => {
-                self.error(
-                    &format!("probes[{index}]"),
-                    "name",
-                    "is missing; every probe needs a name",
-                );
-                None
-            }
-        };
-        let duplicate = match (&name, seen) {
-            (Some(n), Some(seen)) => !seen.insert(n.clone()),
-            _ => false,
-        };
-        if let (true, Some(n)) = (duplicate, &name) {
-            self.error(
-                &format!("probes[{index}]"),
-                "name",
-                format!("\"{n}\" is used by an earlier probe; names must be unique"),
-            );
-        }
-        // A duplicate name would not say which of the two probes is meant.
-        let place = match &name {
-            Some(n) if !duplicate => format!("probe \"{n}\""),
-            _ => format!("probes[{index}]"),
-        };
+        let (name, place) = self.name(object, index, seen);
         self.unknown_keys(&place, "", object, &PROBE_FIELDS);
         let own = self.fields(&place, object);
-
-        let url = match object.get("url") {
-            Some(Value::String(raw)) => self.url(&place, raw),
-            Some(other) => {
-                self.error(
-                    &place,
-                    "url",
-                    format!("must be a string like \"wss://host/path\" (got {other})"),
-                );
-                None
-            }
-            None => {
-                self.error(
-                    &place,
-                    "url",
-                    "is missing; every probe needs a ws:// or wss:// URL",
-                );
-                None
-            }
+        let fields = Merged {
+            own: &own,
+            defaults,
         };
-
-        let interpretation = own
-            .interpretation
-            .or(defaults.interpretation)
+        let url = self.probe_url(&place, object);
+        let interpretation = fields
+            .get(|f| &f.interpretation)
             .unwrap_or(Interpretation::HandshakeLatency);
-        let round_trip = interpretation == Interpretation::RoundTripLatency;
-        // Taken from the scheme as written, so that the TLS fields are still
-        // checked when some other part of the URL is wrong.
-        let secure = match object.get("url") {
-            Some(Value::String(raw)) => Some(
-                raw.get(..6)
-                    .is_some_and(|s| s.eq_ignore_ascii_case("wss://")),
-            ),
-            _ => None,
-        };
 
-        // Fields that only fit some probes: an error when set on the probe,
-        // silently not applied when they come from defaults.
-        let only_round_trip = "only round_trip_latency probes take it";
-        if !round_trip {
-            for (set, field) in [
-                (own.send_message.is_some(), "send_message"),
-                (own.expect_message.is_some(), "expect_message"),
-                (own.round_trip_scope.is_some(), "round_trip_scope"),
-            ] {
-                if set {
-                    self.error(&place, field, only_round_trip);
-                }
-            }
-        }
-        let ping_mode_message = own
-            .ping_mode_message
-            .or(defaults.ping_mode_message.filter(|m| *m == round_trip))
-            .unwrap_or(round_trip);
-        match (round_trip, ping_mode_message) {
-            (true, false) => self.error(
-                &place,
-                "ping_mode",
-                "round_trip_latency needs ping_mode \"message\" (it sends send_message)",
-            ),
-            (false, true) => self.error(
-                &place,
-                "ping_mode",
-                format!(
-                    "\"message\" is only for round_trip_latency, not {}",
-                    interpretation.wire_name()
-                ),
-            ),
-            _ => {}
-        }
-        let exchange = if round_trip {
-            let send = own
-                .send_message
-                .clone()
-                .or_else(|| defaults.send_message.clone());
-            if send.is_none() && !object.contains_key("send_message") {
-                self.error(&place, "send_message", "is required for round_trip_latency");
-            }
-            send.map(|send| Exchange {
-                send,
-                expect: own
-                    .expect_message
-                    .clone()
-                    .or_else(|| defaults.expect_message.clone())
-                    .unwrap_or_default()
-                    .into_bytes(),
-                scope: own
-                    .round_trip_scope
-                    .or(defaults.round_trip_scope)
-                    .unwrap_or(RoundTripScope::Message),
-            })
-        } else {
-            None
-        };
-
-        let thresholds = if interpretation == Interpretation::ConnectionSuccess {
-            if own.thresholds_set {
-                self.error(
-                    &place,
-                    "thresholds",
-                    "connection_success has fixed health (1 healthy, 0 unhealthy)",
-                );
-            }
-            None
-        } else {
-            let seed = Thresholds::default();
-            let t = Thresholds {
-                healthy_below: own
-                    .healthy_below
-                    .or(defaults.healthy_below)
-                    .unwrap_or(seed.healthy_below),
-                unhealthy_above: own
-                    .unhealthy_above
-                    .or(defaults.unhealthy_above)
-                    .unwrap_or(seed.unhealthy_above),
-            };
-            if t.healthy_below > t.unhealthy_above {
-                self.error(&place, "thresholds", format!(
-                    "healthy_below ({}) is above unhealthy_above ({}); a value left out takes the default 200/1000",
-                    t.healthy_below, t.unhealthy_above
-                ));
-            }
-            Some(t)
-        };
-
-        let timeout_ms = own
-            .timeout_ms
-            .or(defaults.timeout_ms)
-            .unwrap_or(DEFAULT_TIMEOUT_MS);
-        let interval_ms = own
-            .interval_ms
-            .or(defaults.interval_ms)
+        let exchange = self.exchange(&place, object, &fields, interpretation);
+        let thresholds = self.thresholds_for(&place, &fields, interpretation);
+        let timeout_ms = fields.get(|f| &f.timeout_ms).unwrap_or(DEFAULT_TIMEOUT_MS);
+        let interval_ms = fields
+            .get(|f| &f.interval_ms)
             .unwrap_or(DEFAULT_INTERVAL_MS);
         if check_interval && interval_ms < timeout_ms {
-            self.error(&place, "interval_ms", format!("({interval_ms}) must be at least timeout_ms ({timeout_ms}), so runs cannot overlap"));
+            self.error(
+                &place,
+                "interval_ms",
+                format!(
+                    "({interval_ms}) must be at least timeout_ms ({timeout_ms}), so runs \
+                     cannot overlap"
+                ),
+            );
         }
-
-        let tls = match secure {
-            Some(false) if own.tls_set => {
-                self.error(&place, "tls", "only wss:// probes take it");
-                None
-            }
-            Some(true) => {
-                let options = TlsOptions {
-                    ca_file: own
-                        .tls_ca_file
-                        .clone()
-                        .or_else(|| defaults.tls_ca_file.clone()),
-                    server_name: own
-                        .tls_server_name
-                        .clone()
-                        .or_else(|| defaults.tls_server_name.clone()),
-                    insecure_skip_verify: own
-                        .tls_insecure
-                        .or(defaults.tls_insecure)
-                        .unwrap_or(false),
-                };
-                if options.insecure_skip_verify {
-                    self.warnings.push(format!("{place}: tls.insecure_skip_verify is on: certificates are not checked (records say meta.tls_verified: false)"));
-                }
-                match self.tls.setup(&options) {
-                    Ok(setup) => Some(setup),
-                    Err(message) => {
-                        self.error(&place, "tls.ca_file", message);
-                        None
-                    }
-                }
-            }
-            _ => None,
-        };
-
-        let route = Route {
-            ip_version: own.ip_version.or(defaults.ip_version).unwrap_or_default(),
-            bind_interface: own
-                .bind_interface
-                .clone()
-                .or_else(|| defaults.bind_interface.clone()),
-            source_ip: own.source_ip.or(defaults.source_ip),
-            fwmark: own.fwmark.or(defaults.fwmark),
-        };
-        let literal = url.as_ref().and_then(|(t, _)| t.ip);
-        for (ip, field) in [(route.source_ip, "source_ip"), (literal, "url")] {
-            if let Some(ip) = ip {
-                if !route.ip_version.allows(ip) {
-                    self.error(
-                        &place,
-                        field,
-                        format!(
-                            "{ip} does not fit ip_version {}",
-                            match route.ip_version {
-                                IpVersion::V4 => "4",
-                                IpVersion::V6 => "6",
-                                IpVersion::Any => "any",
-                            }
-                        ),
-                    );
-                }
-            }
-        }
-        if let (Some(source), Some(target)) = (route.source_ip, literal) {
-            if source.is_ipv4() != target.is_ipv4() {
-                self.error(
-                    &place,
-                    "source_ip",
-                    format!("{source} and the URL's address {target} are of different families"),
-                );
-            }
-        }
+        let tls = self.tls_for(&place, object, &fields);
+        let route = self.route(&place, &fields, url.as_ref().and_then(|(t, _)| t.ip));
 
         let mut labels = top_labels.clone();
         labels.extend(defaults.labels.clone().unwrap_or_default());
         labels.extend(own.labels.clone().unwrap_or_default());
-
         let mut headers = defaults.headers.clone().unwrap_or_default();
         for (name, value) in own.headers.clone().unwrap_or_default() {
             headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
@@ -304,21 +104,84 @@ impl Loader<'_> {
             timeout: Duration::from_millis(timeout_ms),
             interval: Duration::from_millis(interval_ms),
             exchange,
-            protocols: own
-                .protocols
-                .clone()
-                .or_else(|| defaults.protocols.clone())
-                .unwrap_or_default(),
+            protocols: fields.get(|f| &f.protocols).unwrap_or_default(),
             headers,
             labels,
             route,
-            max_message_bytes: own
-                .max_message_bytes
-                .or(defaults.max_message_bytes)
+            max_message_bytes: fields
+                .get(|f| &f.max_message_bytes)
                 .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES) as usize,
             thresholds,
             tls,
         })
+    }
+
+    /// The probe's name, and how errors name the probe: by name, or as
+    /// `probes[N]` when the name is missing, bad or a duplicate (which would
+    /// not say which of the two probes is meant).
+    fn name(
+        &mut self,
+        object: &Map<String, Value>,
+        index: usize,
+        seen: Option<&mut HashSet<String>>,
+    ) -> (Option<String>, String) {
+        let by_index = format!("probes[{index}]");
+        let name = match object.get("name") {
+            Some(Value::String(n)) if is_probe_name(n) => Some(n.clone()),
+            Some(other) => {
+                self.error(
+                    &by_index,
+                    "name",
+                    format!("must be 1 to 64 of A-Z a-z 0-9 _ . - (got {other})"),
+                );
+                None
+            }
+            None => {
+                self.error(&by_index, "name", "is missing; every probe needs a name");
+                None
+            }
+        };
+        let duplicate = match (&name, seen) {
+            (Some(n), Some(seen)) => !seen.insert(n.clone()),
+            _ => false,
+        };
+        match &name {
+            Some(n) if duplicate => {
+                self.error(
+                    &by_index,
+                    "name",
+                    format!("\"{n}\" is used by an earlier probe; names must be unique"),
+                );
+                (name, by_index)
+            }
+            Some(n) => {
+                let place = format!("probe \"{n}\"");
+                (name, place)
+            }
+            None => (name, by_index),
+        }
+    }
+
+    fn probe_url(&mut self, place: &str, object: &Map<String, Value>) -> Option<(Target, String)> {
+        match object.get("url") {
+            Some(Value::String(raw)) => self.url(place, raw),
+            Some(other) => {
+                self.error(
+                    place,
+                    "url",
+                    format!("must be a string like \"wss://host/path\" (got {other})"),
+                );
+                None
+            }
+            None => {
+                self.error(
+                    place,
+                    "url",
+                    "is missing; every probe needs a ws:// or wss:// URL",
+                );
+                None
+            }
+        }
     }
 
     /// The target and the URL as records show it (as written, redacted:
@@ -332,5 +195,185 @@ impl Loader<'_> {
                 None
             }
         }
+    }
+
+    /// The round trip's message, expectation and scope; `ping_mode` is
+    /// checked here too, as it only says whether there is a message.
+    fn exchange(
+        &mut self,
+        place: &str,
+        object: &Map<String, Value>,
+        fields: &Merged,
+        interpretation: Interpretation,
+    ) -> Option<Exchange> {
+        let round_trip = interpretation == Interpretation::RoundTripLatency;
+        // Set on a probe that is no round trip, these are errors; from
+        // defaults they are just not applied.
+        if !round_trip {
+            for (set, field) in [
+                (fields.own.send_message.is_some(), "send_message"),
+                (fields.own.expect_message.is_some(), "expect_message"),
+                (fields.own.round_trip_scope.is_some(), "round_trip_scope"),
+            ] {
+                if set {
+                    self.error(place, field, "only round_trip_latency probes take it");
+                }
+            }
+        }
+        let sends_message = fields
+            .own
+            .ping_mode_message
+            .or(fields
+                .defaults
+                .ping_mode_message
+                .filter(|m| *m == round_trip))
+            .unwrap_or(round_trip);
+        match (round_trip, sends_message) {
+            (true, false) => self.error(
+                place,
+                "ping_mode",
+                "round_trip_latency needs ping_mode \"message\" (it sends send_message)",
+            ),
+            (false, true) => self.error(
+                place,
+                "ping_mode",
+                format!(
+                    "\"message\" is only for round_trip_latency, not {}",
+                    interpretation.wire_name()
+                ),
+            ),
+            _ => {}
+        }
+        if !round_trip {
+            return None;
+        }
+        let send = fields.get(|f| &f.send_message);
+        // A send_message of the wrong type was reported where it was read.
+        if send.is_none() && !object.contains_key("send_message") {
+            self.error(place, "send_message", "is required for round_trip_latency");
+        }
+        Some(Exchange {
+            send: send?,
+            expect: fields
+                .get(|f| &f.expect_message)
+                .unwrap_or_default()
+                .into_bytes(),
+            scope: fields
+                .get(|f| &f.round_trip_scope)
+                .unwrap_or(RoundTripScope::Message),
+        })
+    }
+
+    /// Thresholds side by side: the probe's, the defaults', the seed's.
+    fn thresholds_for(
+        &mut self,
+        place: &str,
+        fields: &Merged,
+        interpretation: Interpretation,
+    ) -> Option<Thresholds> {
+        if interpretation == Interpretation::ConnectionSuccess {
+            if fields.own.thresholds_set {
+                self.error(
+                    place,
+                    "thresholds",
+                    "connection_success has fixed health (1 healthy, 0 unhealthy)",
+                );
+            }
+            return None;
+        }
+        let seed = Thresholds::default();
+        let thresholds = Thresholds {
+            healthy_below: fields
+                .get(|f| &f.healthy_below)
+                .unwrap_or(seed.healthy_below),
+            unhealthy_above: fields
+                .get(|f| &f.unhealthy_above)
+                .unwrap_or(seed.unhealthy_above),
+        };
+        if thresholds.healthy_below > thresholds.unhealthy_above {
+            self.error(
+                place,
+                "thresholds",
+                format!(
+                    "healthy_below ({}) is above unhealthy_above ({}); a value left out takes \
+                     the default 200/1000",
+                    thresholds.healthy_below, thresholds.unhealthy_above
+                ),
+            );
+        }
+        Some(thresholds)
+    }
+
+    /// The TLS client for a `wss://` probe. The scheme is read as written,
+    /// so that the TLS fields are checked even when another part of the URL
+    /// is wrong.
+    fn tls_for(
+        &mut self,
+        place: &str,
+        object: &Map<String, Value>,
+        fields: &Merged,
+    ) -> Option<TlsSetup> {
+        let raw_url = object.get("url").and_then(Value::as_str)?;
+        let secure = raw_url
+            .get(..6)
+            .is_some_and(|s| s.eq_ignore_ascii_case("wss://"));
+        if !secure {
+            if fields.own.tls_set {
+                self.error(place, "tls", "only wss:// probes take it");
+            }
+            return None;
+        }
+        let options = TlsOptions {
+            ca_file: fields.get(|f| &f.tls_ca_file),
+            server_name: fields.get(|f| &f.tls_server_name),
+            insecure_skip_verify: fields.get(|f| &f.tls_insecure).unwrap_or(false),
+        };
+        if options.insecure_skip_verify {
+            self.warnings.push(format!(
+                "{place}: tls.insecure_skip_verify is on: certificates are not checked \
+                 (records say meta.tls_verified: false)"
+            ));
+        }
+        match self.tls.setup(&options) {
+            Ok(setup) => Some(setup),
+            Err(message) => {
+                self.error(place, "tls.ca_file", message);
+                None
+            }
+        }
+    }
+
+    /// How the probe leaves the box, checked against the URL's address.
+    fn route(&mut self, place: &str, fields: &Merged, literal: Option<IpAddr>) -> Route {
+        let route = Route {
+            ip_version: fields.get(|f| &f.ip_version).unwrap_or_default(),
+            bind_interface: fields.get(|f| &f.bind_interface),
+            source_ip: fields.get(|f| &f.source_ip),
+            fwmark: fields.get(|f| &f.fwmark),
+        };
+        let version = match route.ip_version {
+            IpVersion::V4 => "4",
+            IpVersion::V6 => "6",
+            IpVersion::Any => "any",
+        };
+        for (ip, field) in [(route.source_ip, "source_ip"), (literal, "url")] {
+            if let Some(ip) = ip.filter(|ip| !route.ip_version.allows(*ip)) {
+                self.error(
+                    place,
+                    field,
+                    format!("{ip} does not fit ip_version {version}"),
+                );
+            }
+        }
+        if let (Some(source), Some(target)) = (route.source_ip, literal) {
+            if source.is_ipv4() != target.is_ipv4() {
+                self.error(
+                    place,
+                    "source_ip",
+                    format!("{source} and the URL's address {target} are of different families"),
+                );
+            }
+        }
+        route
     }
 }
