@@ -794,3 +794,17 @@ fn headers_are_sent_with_the_upgrade() {
     assert_eq!(header(&headers, "origin"), Some("https://app.example"));
     assert_eq!(r.meta.subprotocol, None, "none offered: {r:#?}");
 }
+
+#[test]
+fn the_deadline_ends_a_wait_on_time_not_on_the_kernel_tick() {
+    // A socket timeout (SO_RCVTIMEO) ended a 3 s wait 194 ms late on this
+    // 250 Hz kernel; the probe's wait must end within a few milliseconds.
+    let server = silent_after_tcp_server();
+    let (r, run) = probe_one(&[&server.url(), "--timeout-ms", "3000"]);
+    assert_reason(&r, &run, Some("ws_handshake_timeout"));
+    let total = r.timings().total_ms.expect("total_ms");
+    assert!(
+        (3000.0..3100.0).contains(&total),
+        "the run should end at its 3000 ms deadline: total_ms {total}"
+    );
+}

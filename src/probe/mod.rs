@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use self::deadline::{Deadline, DeadlineStream};
 use self::ws::Transport;
-use crate::outcome::{Failure, Outcome};
+use crate::outcome::{Failure, Outcome, Phase};
 use crate::spec::ProbeSpec;
 
 /// Runs the probe once. Never panics on anything a server does; a failure
@@ -88,6 +88,12 @@ fn run_phases(spec: &ProbeSpec, deadline: &Deadline, out: &mut Outcome) -> Resul
         Ok(socket) => socket,
         Err(failure) => return finish(out, Err(failure)),
     };
+    // The last read may have returned just after the deadline: too late.
+    if deadline.has_passed() {
+        out.timings.total = Some(since(start));
+        out.meta.close_clean = ws::close(socket, ws::Ending::Close(ws::CloseCode::Normal));
+        return Err(Failure::handshake_timeout(Phase::Upgrade));
+    }
     out.opened = true;
     out.timings.open = Some(since(start));
     if spec.tls.is_some() && spec.exchange.is_some() {
@@ -99,6 +105,14 @@ fn run_phases(spec: &ProbeSpec, deadline: &Deadline, out: &mut Outcome) -> Resul
     let (result, ending) = match &spec.exchange {
         None => (Ok(()), ws::Ending::Close(ws::CloseCode::Normal)),
         Some(exchange) => match ws::exchange(&mut socket, exchange, out) {
+            // A reply read just after the deadline did not come in time.
+            Ok((_, arrived)) if deadline.missed_by(arrived) => {
+                let failure = match out.meta.skipped_messages {
+                    Some(skipped) if skipped > 0 => ws::mismatch(skipped),
+                    _ => ws::no_reply(),
+                };
+                (Err(failure), ws::Ending::Close(ws::CloseCode::Normal))
+            }
             Ok((sent, arrived)) => {
                 out.timings.rtt = Some(arrived.saturating_duration_since(sent));
                 out.timings.total = Some(arrived.saturating_duration_since(start));

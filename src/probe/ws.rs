@@ -167,6 +167,20 @@ pub fn exchange(
     }
 }
 
+/// The deadline passed after `skipped` replies, none of them a match.
+pub fn mismatch(skipped: u64) -> Failure {
+    Failure::new(
+        Reason::WsReplyMismatch,
+        None,
+        format!("{skipped} replies arrived, none matched expect_message"),
+    )
+}
+
+/// The deadline passed without any reply.
+pub fn no_reply() -> Failure {
+    Failure::new(Reason::WsReplyTimeout, None, "no reply within the timeout")
+}
+
 /// Maps a read or write error during the exchange to the contract's reason.
 fn read_failure(error: Error, skipped: u64, meta: &mut Meta) -> (Failure, Ending) {
     let gone = |meta: &mut Meta, detail: String| {
@@ -179,13 +193,9 @@ fn read_failure(error: Error, skipped: u64, meta: &mut Meta) -> (Failure, Ending
     match error {
         Error::Io(e) if e.kind() == io::ErrorKind::TimedOut => {
             let failure = if skipped > 0 {
-                Failure::new(
-                    Reason::WsReplyMismatch,
-                    None,
-                    format!("{skipped} replies arrived, none matched expect_message"),
-                )
+                mismatch(skipped)
             } else {
-                Failure::new(Reason::WsReplyTimeout, None, "no reply within the timeout")
+                no_reply()
             };
             (failure, Ending::Close(CloseCode::Normal))
         }
