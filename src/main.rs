@@ -16,7 +16,7 @@ use wsprobe::outcome::Outcome;
 use wsprobe::record::Record;
 use wsprobe::schedule::PROBE_STACK;
 use wsprobe::writer::Sink;
-use wsprobe::{human, once, probe, schedule};
+use wsprobe::{human, once, probe, say, schedule};
 
 /// Success, or every record without a reason.
 const EXIT_OK: u8 = 0;
@@ -29,7 +29,8 @@ fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1).collect()) {
         Ok(command) => command,
         Err(cli::UsageError(message)) => {
-            eprintln!("wsprobe: {message}\nRun 'wsprobe --help' for usage.");
+            say!("{message}");
+            say!("run 'wsprobe --help' for usage");
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -46,8 +47,8 @@ fn main() -> ExitCode {
         }
         Command::Check { config } => match load(&config) {
             Some(loaded) => {
-                eprintln!(
-                    "wsprobe: {}: valid, {} probe(s)",
+                say!(
+                    "{}: valid, {} probe(s)",
                     config.display(),
                     loaded.probes.len()
                 );
@@ -69,13 +70,11 @@ fn main() -> ExitCode {
             match schedule::run(&config, loaded) {
                 schedule::Exit::Signalled => EXIT_OK,
                 schedule::Exit::StdoutClosed(e) => {
-                    eprintln!(
-                        "wsprobe: stdout is closed ({e}); nobody reads the records, stopping"
-                    );
+                    say!("stdout is closed ({e}); nobody reads the records, stopping");
                     EXIT_PROBE_FAILED
                 }
                 schedule::Exit::Failed(e) => {
-                    eprintln!("wsprobe: {e}");
+                    say!("{e}");
                     EXIT_USAGE
                 }
             }
@@ -88,7 +87,7 @@ fn load(path: &std::path::Path) -> Option<Config> {
     match config::load_file(path, &config::process_env) {
         Ok(loaded) => {
             for warning in &loaded.warnings {
-                eprintln!("wsprobe: {}: warning: {warning}", path.display());
+                say!("{}: warning: {warning}", path.display());
             }
             Some(loaded)
         }
@@ -103,14 +102,14 @@ fn load(path: &std::path::Path) -> Option<Config> {
 /// the file, or nothing for the flags of `wsprobe probe`.
 fn report_config_errors(source: &str, errors: &[ConfigError]) {
     let prefix = if source.is_empty() {
-        "wsprobe: ".to_owned()
+        String::new()
     } else {
-        format!("wsprobe: {source}: ")
+        format!("{source}: ")
     };
     for error in errors {
-        eprintln!("{prefix}{error}");
+        say!("{prefix}{error}");
     }
-    eprintln!("{prefix}{} problem(s); nothing was started", errors.len());
+    say!("{prefix}{} problem(s); nothing was started", errors.len());
 }
 
 fn once_command(loaded: Config, names: &[String]) -> u8 {
@@ -122,7 +121,7 @@ fn once_command(loaded: Config, names: &[String]) -> u8 {
             .collect();
         if !unknown.is_empty() {
             for name in unknown {
-                eprintln!("wsprobe: no probe named {name:?} in the config");
+                say!("no probe named {name:?} in the config");
             }
             return EXIT_USAGE;
         }
@@ -130,7 +129,7 @@ fn once_command(loaded: Config, names: &[String]) -> u8 {
     }
     let mut sink = Sink::open(&loaded.output);
     if let Err(e) = sink.reopen() {
-        eprintln!("wsprobe: cannot open {}: {e}", sink.describe());
+        say!("cannot open {}: {e}", sink.describe());
         return EXIT_USAGE;
     }
     match once::run_all(probes, &mut sink) {
@@ -148,7 +147,7 @@ fn probe_command(adhoc: AdHoc) -> u8 {
         }
     };
     for warning in &loaded.warnings {
-        eprintln!("wsprobe: warning: {warning}");
+        say!("warning: {warning}");
     }
     let Some(spec) = loaded.probes.into_iter().next() else {
         return EXIT_USAGE;
@@ -163,11 +162,15 @@ fn probe_command(adhoc: AdHoc) -> u8 {
     let (interrupt_tx, interrupt_rx) = crossbeam_channel::bounded(1);
     if adhoc.human {
         if let Ok(mut signals) = Signals::new([SIGINT, SIGTERM]) {
-            thread::spawn(move || {
-                if signals.forever().next().is_some() {
-                    let _ = interrupt_tx.send(());
-                }
-            });
+            // Without this thread Ctrl-C just ends the process, as usual.
+            let _ = thread::Builder::new()
+                .name("signals".into())
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    if signals.forever().next().is_some() {
+                        let _ = interrupt_tx.send(());
+                    }
+                });
         }
         if sink
             .write_line(&format!("{}\n", human::header(&spec)))
@@ -196,7 +199,7 @@ fn probe_command(adhoc: AdHoc) -> u8 {
             }
         });
     if let Err(e) = spawned {
-        eprintln!("wsprobe: cannot start the probe thread: {e}");
+        say!("cannot start the probe thread: {e}");
         return EXIT_PROBE_FAILED;
     }
 

@@ -4,6 +4,7 @@ use std::thread;
 
 use crate::probe;
 use crate::record::Record;
+use crate::say;
 use crate::schedule::PROBE_STACK;
 use crate::spec::ProbeSpec;
 use crate::writer::{Sink, StdoutClosed};
@@ -12,6 +13,7 @@ use crate::writer::{Sink, StdoutClosed};
 /// any record has a reason.
 pub fn run_all(probes: Vec<ProbeSpec>, sink: &mut Sink) -> Result<bool, StdoutClosed> {
     let (tx, rx) = crossbeam_channel::unbounded::<(String, bool)>();
+    let mut spawn_failed = false;
     for spec in probes {
         let tx = tx.clone();
         let name = spec.name.clone();
@@ -23,17 +25,18 @@ pub fn run_all(probes: Vec<ProbeSpec>, sink: &mut Sink) -> Result<bool, StdoutCl
                 let line = Record::new(&spec, &outcome).to_line();
                 let _ = tx.send((line, outcome.reason.is_some()));
             });
+        // The others run on: their records are not lost for this one.
         if let Err(e) = spawned {
-            eprintln!("wsprobe: cannot start a thread for probe {name:?}: {e}");
-            return Ok(true);
+            say!("cannot start a thread for probe {name:?}: {e}");
+            spawn_failed = true;
         }
     }
     drop(tx);
-    let mut any_failed = false;
+    let mut any_failed = spawn_failed;
     for (line, failed) in rx {
         any_failed |= failed;
         if let Err(e) = sink.write_line(&line)? {
-            eprintln!("wsprobe: cannot write a record to {}: {e}", sink.describe());
+            say!("cannot write a record to {}: {e}", sink.describe());
             any_failed = true;
         }
     }

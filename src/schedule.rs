@@ -20,6 +20,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use crate::config::{self, Config, Output};
 use crate::probe;
 use crate::record::Record;
+use crate::say;
 use crate::spec::ProbeSpec;
 use crate::writer::Sink;
 
@@ -111,7 +112,17 @@ pub fn run(config_path: &Path, config: Config) -> Exit {
     apply(&mut workers, config.probes, &line_tx);
 
     let exit = loop {
-        match control_rx.recv() {
+        let control = select! {
+            recv(control_rx) -> control => control,
+            // The writer only returns on its own when stdout closed, and
+            // says so first; anything else is a bug, and probing on with
+            // nobody writing would lose every record.
+            recv(writer_done_rx) -> _ => match control_rx.try_recv() {
+                Ok(Control::StdoutClosed(e)) => break Exit::StdoutClosed(e),
+                _ => break Exit::Failed("the writer thread stopped".into()),
+            },
+        };
+        match control {
             Ok(Control::Stop(signal)) => {
                 log(&format!("{signal}: stopping"));
                 break Exit::Signalled;
@@ -374,7 +385,7 @@ fn describe_output(output: &Output) -> String {
 
 /// Agent log lines go to stderr, never to the records' output.
 fn log(message: &str) {
-    eprintln!("wsprobe: {message}");
+    say!("{message}");
 }
 
 #[cfg(test)]
