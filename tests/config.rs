@@ -88,7 +88,7 @@ const INVALID: &[(&str, &[&str])] = &[
     ),
     (
         "invalid-url-bad-port.json",
-        &[r#"probe "edge": url: port "99999" must be a number from 1 to 65535"#],
+        &[r#"probe "edge": url: has a port that is not a number from 1 to 65535"#],
     ),
     (
         "invalid-url-no-host.json",

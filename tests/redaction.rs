@@ -264,3 +264,25 @@ fn config_errors_redact_urls_and_header_values() {
         assert_no_secret(&run);
     }
 }
+
+#[test]
+fn a_malformed_url_or_header_flag_is_refused_without_quoting_it() {
+    // An unencoded '/' in a password makes the rest of it look like a port;
+    // a header flag without its colon is all value.
+    for args in [
+        vec!["probe", "ws://bob:abc/SEKRIT@127.0.0.1:1/"],
+        vec![
+            "probe",
+            "ws://127.0.0.1:1/",
+            "--header",
+            "Authorization Bearer SEKRIT",
+        ],
+    ] {
+        let run = support::run(&args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        for secret in ["SEKRIT", "abc"] {
+            assert!(!run.stderr.contains(secret), "{args:?}: {}", run.stderr);
+        }
+        assert!(run.stdout.is_empty());
+    }
+}

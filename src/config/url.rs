@@ -5,7 +5,9 @@ use std::net::{IpAddr, Ipv6Addr};
 use crate::spec::Target;
 
 /// Parses a `ws://` or `wss://` URL by hand: the rules are few, and the
-/// common parsers drop a fragment silently or accept port 99999.
+/// common parsers drop a fragment silently or accept port 99999. Errors
+/// never quote the URL: a password with an unencoded `/` would otherwise
+/// show up as "the port".
 pub fn parse_url(raw: &str) -> Result<Target, (String, Option<String>)> {
     let plain = |m: &str| (m.to_owned(), None);
     if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -44,7 +46,7 @@ pub fn parse_url(raw: &str) -> Result<Target, (String, Option<String>)> {
             .ok_or_else(|| plain("has an IPv6 address without its closing ]"))?;
         let v6: Ipv6Addr = inside
             .parse()
-            .map_err(|_| plain(&format!("[{inside}] is not an IPv6 address")))?;
+            .map_err(|_| plain("has a bracketed host that is not an IPv6 address"))?;
         let port = match after {
             "" => None,
             p => Some(
@@ -71,9 +73,7 @@ pub fn parse_url(raw: &str) -> Result<Target, (String, Option<String>)> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
         {
-            return Err(plain(&format!(
-                "host {host:?} has characters a host name cannot have"
-            )));
+            return Err(plain("has a host with characters a host name cannot have"));
         }
         let ip = host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4);
         (host.to_ascii_lowercase(), ip, port)
@@ -82,11 +82,7 @@ pub fn parse_url(raw: &str) -> Result<Target, (String, Option<String>)> {
         None => default_port,
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
-            _ => {
-                return Err(plain(&format!(
-                    "port {p:?} must be a number from 1 to 65535"
-                )))
-            }
+            _ => return Err(plain("has a port that is not a number from 1 to 65535")),
         },
     };
     let path_and_query = match path_and_query {
