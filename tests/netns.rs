@@ -102,3 +102,43 @@ fn silent_resolver_times_out_in_dns_phase() {
         run.elapsed
     );
 }
+
+#[test]
+fn a_hung_resolver_costs_one_thread_not_one_per_run() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let Some(ns) = namespace("dns2") else {
+        return;
+    };
+    ns.resolv_conf("nameserver 127.0.0.1\noptions timeout:5 attempts:1\n");
+    ns.drop_port("", "udp", 53);
+    ns.drop_port("", "tcp", 53);
+
+    // Five runs 300 ms apart, each given up after 200 ms: the lookup of the
+    // first is still running (glibc waits 5 s) when the later ones start.
+    let mut child = ns
+        .command(support::WSPROBE)
+        .args(["probe", "ws://wsprobe-test.example/", "--count", "5"])
+        .args(["--interval-ms", "300", "--timeout-ms", "200"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start wsprobe");
+    let pid = child.id();
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut most = 0;
+    for _ in 0..4 {
+        let line = lines.next().expect("a record").expect("read");
+        assert!(line.contains("\"phase\":\"dns\""), "{line}");
+        let resolvers = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("tasks")
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim() == "wsprobe-dns")
+            .count();
+        most = most.max(resolvers);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(most, 1, "resolver threads should not pile up run after run");
+}

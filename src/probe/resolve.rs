@@ -2,13 +2,16 @@
 //!
 //! `getaddrinfo` has no timeout of its own that we control, so it runs on a
 //! short-lived helper thread and the probe waits for it only until the
-//! deadline. A helper that outlives its run finishes on its own when the
-//! system resolver gives up, and its answer is dropped.
+//! deadline. A helper that outlives its run is not abandoned: the probe's
+//! next run waits on the same helper instead of starting another, so a
+//! resolver that hangs costs one thread per probe, never one per run.
 
+use std::cell::RefCell;
+use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::thread;
 
-use crossbeam_channel::RecvTimeoutError;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::deadline::Deadline;
 use crate::outcome::{Failure, Phase};
@@ -17,25 +20,27 @@ use crate::spec::Target;
 /// glibc's resolver (with NSS modules) wants more stack than a probe run.
 const RESOLVER_STACK: usize = 256 * 1024;
 
+type Answer = io::Result<Vec<SocketAddr>>;
+
+/// A lookup still running from an earlier run of this thread's probe.
+struct Pending {
+    host: String,
+    port: u16,
+    answer: Receiver<Answer>,
+}
+
+thread_local! {
+    static PENDING: RefCell<Option<Pending>> = const { RefCell::new(None) };
+}
+
 /// The addresses to try, or the failure that ends the run.
 pub fn resolve(target: &Target, deadline: &Deadline) -> Result<Vec<SocketAddr>, Failure> {
-    let host = target.host.clone();
-    let port = target.port;
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    thread::Builder::new()
-        .name("wsprobe-dns".into())
-        .stack_size(RESOLVER_STACK)
-        .spawn(move || {
-            let answer = (host.as_str(), port)
-                .to_socket_addrs()
-                .map(|addrs| addrs.collect::<Vec<_>>());
-            // The run may have given up waiting; then nobody listens.
-            let _ = tx.send(answer);
-        })
-        .map_err(|e| Failure::open_failed(Phase::Dns, format!("cannot start resolver: {e}")))?;
-
+    let answer = match take_pending(&target.host, target.port) {
+        Some(answer) => answer,
+        None => start_lookup(&target.host, target.port)?,
+    };
     let waited = match deadline.remaining() {
-        Some(left) => rx.recv_timeout(left),
+        Some(left) => answer.recv_timeout(left),
         None => Err(RecvTimeoutError::Timeout),
     };
     match waited {
@@ -48,12 +53,43 @@ pub fn resolve(target: &Target, deadline: &Deadline) -> Result<Vec<SocketAddr>, 
             Phase::Dns,
             format!("cannot resolve {}: {e}", target.host),
         )),
-        Err(RecvTimeoutError::Timeout) => Err(Failure::handshake_timeout(Phase::Dns)),
+        Err(RecvTimeoutError::Timeout) => {
+            PENDING.with(|pending| {
+                *pending.borrow_mut() = Some(Pending {
+                    host: target.host.clone(),
+                    port: target.port,
+                    answer,
+                })
+            });
+            Err(Failure::handshake_timeout(Phase::Dns))
+        }
         Err(RecvTimeoutError::Disconnected) => Err(Failure::open_failed(
             Phase::Dns,
             format!("resolver for {} stopped without an answer", target.host),
         )),
     }
+}
+
+fn take_pending(host: &str, port: u16) -> Option<Receiver<Answer>> {
+    let pending = PENDING.with(|pending| pending.borrow_mut().take())?;
+    (pending.host == host && pending.port == port).then_some(pending.answer)
+}
+
+fn start_lookup(host: &str, port: u16) -> Result<Receiver<Answer>, Failure> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let host = host.to_owned();
+    thread::Builder::new()
+        .name("wsprobe-dns".into())
+        .stack_size(RESOLVER_STACK)
+        .spawn(move || {
+            let answer = (host.as_str(), port)
+                .to_socket_addrs()
+                .map(|addrs| addrs.collect::<Vec<_>>());
+            // Nobody may be waiting any more; then the answer is dropped.
+            let _ = tx.send(answer);
+        })
+        .map_err(|e| Failure::open_failed(Phase::Dns, format!("cannot start resolver: {e}")))?;
+    Ok(rx)
 }
 
 /// The address of an IP-literal host: no resolution needed.
