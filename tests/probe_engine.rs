@@ -179,6 +179,12 @@ fn connection_refused_is_open_failed() {
         t.upgrade_ms.is_none() && t.open_ms.is_none() && t.rtt_ms.is_none() && t.tls_ms.is_none(),
         "only phases that ran appear in timings: {r:#?}"
     );
+    let tried = format!("127.0.0.1:{port}");
+    assert_eq!(
+        r.meta.remote_addr.as_deref(),
+        Some(tried.as_str()),
+        "{r:#?}"
+    );
 }
 
 #[test]

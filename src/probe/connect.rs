@@ -93,6 +93,9 @@ pub fn connect(
             match next_addr.next() {
                 Some(&addr) => {
                     meta.connect_attempts = Some(pending.len() as u32 + 1);
+                    // The last address tried, until one wins: a failed
+                    // connect is where an operator needs to see it most.
+                    meta.remote_addr = Some(addr.to_string());
                     let token = Token(pending.len());
                     match start(addr, route, &poll, token) {
                         Ok(tcp) => pending.push(Some(Attempt { addr, tcp })),
