@@ -145,6 +145,9 @@ pub struct Route {
 #[derive(Clone)]
 pub struct TlsSetup {
     pub options: TlsOptions,
+    /// The certificates read from `ca_file`, so that a reload notices a
+    /// CA file replaced under the same path.
+    pub ca_certs: Vec<rustls::pki_types::CertificateDer<'static>>,
     pub client: Arc<rustls::ClientConfig>,
 }
 
@@ -156,9 +159,10 @@ pub struct TlsOptions {
 }
 
 impl PartialEq for TlsSetup {
-    /// Two setups are the same when their options are: the client is derived.
+    /// Two setups are the same when their options and CA certificates are:
+    /// the client is derived from them.
     fn eq(&self, other: &Self) -> bool {
-        self.options == other.options
+        self.options == other.options && self.ca_certs == other.ca_certs
     }
 }
 

@@ -920,3 +920,30 @@ fn all_fields_config(dir: &TempDir) -> PathBuf {
     let config = template.replace("\"@CA_FILE@\"", &ca_json);
     dir.write("valid-all-fields.json", &config)
 }
+
+#[test]
+fn a_ca_file_replaced_under_the_same_path_changes_the_probe() {
+    // SIGHUP restarts a probe only when its spec changed: a rotated CA file
+    // (same path, new certificate) must count as a change.
+    let dir = TempDir::new("wsprobe-config-ca-rotation");
+    let new_ca = || {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        params.self_signed(&key).expect("CA certificate").pem()
+    };
+    let ca_file = dir.write("ca.pem", &new_ca());
+    let text = format!(
+        r#"{{"probes":[{{"name":"edge","url":"wss://127.0.0.1:9/","tls":{{"ca_file":{}}}}}]}}"#,
+        serde_json::to_string(ca_file.to_str().unwrap()).unwrap()
+    );
+    let before = load(&text);
+    assert_eq!(before.probes, load(&text).probes, "same file, same probe");
+    dir.write("ca.pem", &new_ca());
+    assert_ne!(
+        before.probes,
+        load(&text).probes,
+        "a new CA is a changed probe"
+    );
+}

@@ -41,15 +41,15 @@ impl Default for TlsFactory {
 impl TlsFactory {
     /// The client for these options; an error names what is wrong with them.
     pub fn setup(&mut self, options: &TlsOptions) -> Result<TlsSetup, String> {
+        // Read even when unused (insecure): a wrong path is still a mistake
+        // worth showing, and a reload must see a CA file that changed.
+        let ca_certs = match &options.ca_file {
+            Some(path) => read_ca_file(path)?,
+            None => Vec::new(),
+        };
         let client = match (&options.ca_file, options.insecure_skip_verify) {
-            (ca_file, true) => {
-                // Unused, but a wrong path is still a mistake worth showing.
-                if let Some(path) = ca_file {
-                    load_ca_file(path)?;
-                }
-                self.client(RootCertStore::empty(), true)?
-            }
-            (Some(path), false) => self.client(load_ca_file(path)?, false)?,
+            (_, true) => self.client(RootCertStore::empty(), true)?,
+            (Some(path), false) => self.client(roots_from(path, &ca_certs)?, false)?,
             (None, false) => match &self.default_client {
                 Some(client) => client.clone(),
                 None => {
@@ -64,6 +64,7 @@ impl TlsFactory {
         };
         Ok(TlsSetup {
             options: options.clone(),
+            ca_certs,
             client,
         })
     }
@@ -90,7 +91,7 @@ impl TlsFactory {
 }
 
 /// Reads a PEM file that must hold at least one certificate.
-fn load_ca_file(path: &str) -> Result<RootCertStore, String> {
+fn read_ca_file(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("cannot read {path}: {e}"))?
         .collect::<Result<Vec<_>, _>>()
@@ -98,8 +99,12 @@ fn load_ca_file(path: &str) -> Result<RootCertStore, String> {
     if certs.is_empty() {
         return Err(format!("{path} holds no PEM certificate"));
     }
+    Ok(certs)
+}
+
+fn roots_from(path: &str, certs: &[CertificateDer<'static>]) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
-    let (_, ignored) = roots.add_parsable_certificates(certs);
+    let (_, ignored) = roots.add_parsable_certificates(certs.iter().cloned());
     if roots.is_empty() {
         return Err(format!(
             "{path}: none of its {ignored} certificates could be used as a CA"
