@@ -237,6 +237,9 @@ fn unexpected(arg: &str) -> UsageError {
         "--human",
         "--config",
         "--probe",
+        "--interface",
+        "--source-ip",
+        "--fwmark",
     ];
     match crate::config::suggest(arg, &known) {
         Some(s) => UsageError(format!("unknown argument {arg:?} (did you mean {s}?)")),

@@ -15,6 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{select, Receiver, Sender};
+use ring::rand::{SecureRandom, SystemRandom};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::config::{self, Config, Output};
@@ -346,12 +347,22 @@ fn write_lines(
     }
 }
 
-/// A random duration in [0, max), different per probe and per process.
-/// Spreading start times needs no cryptographic randomness.
+/// A random duration in [0, max). From the system's random source: routers
+/// that boot to the same 1970 clock with the same PIDs must still spread
+/// out; the clock is only the fallback.
 fn random_below(max: Duration, salt: &str) -> Duration {
     if max.is_zero() {
         return Duration::ZERO;
     }
+    let mut bytes = [0u8; 8];
+    let r = match SystemRandom::new().fill(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => clock_seed(salt),
+    };
+    Duration::from_nanos(r % max.as_nanos().max(1) as u64)
+}
+
+fn clock_seed(salt: &str) -> u64 {
     let mut x = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -364,8 +375,7 @@ fn random_below(max: Duration, salt: &str) -> Duration {
     x ^= x >> 12;
     x ^= x << 25;
     x ^= x >> 27;
-    let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
-    Duration::from_nanos(r % max.as_nanos() as u64)
+    x.wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
 fn names(probes: &[ProbeSpec]) -> String {

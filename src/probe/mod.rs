@@ -128,6 +128,16 @@ fn run_phases(spec: &ProbeSpec, deadline: &Deadline, out: &mut Outcome) -> Resul
     result
 }
 
+/// `text`, cut at a character boundary to at most `max` bytes: a server's
+/// words quoted in a record keep the record a short line.
+pub(crate) fn clip(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
 /// `run`, with a panic turned into a failed outcome: a bug met by one
 /// probe must not take the agent, or the other probes, down.
 pub fn run_guarded(spec: &ProbeSpec) -> Outcome {

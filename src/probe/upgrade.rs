@@ -13,6 +13,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::WebSocket;
 
+use super::clip;
 use super::ws::{base64, Transport};
 use crate::outcome::{Failure, Meta, Phase};
 use crate::redact;
@@ -23,6 +24,10 @@ const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// A larger answer head is refused: a hostile server gets no more memory.
 const MAX_HEAD: usize = 64 * 1024;
+
+/// A server's words quoted in a record are cut to this many bytes (a
+/// `Location`, to eight times as many): a record stays a short line.
+const MAX_QUOTED: usize = 128;
 
 /// More header lines than this is no WebSocket server we want to talk to.
 const MAX_HEADERS: usize = 64;
@@ -176,7 +181,9 @@ fn check_answer(
     };
 
     if status != 101 {
-        meta.location = values("location").first().map(|l| redact::url(l));
+        meta.location = values("location")
+            .first()
+            .map(|l| clip(&redact::url(l), MAX_QUOTED * 8));
         let reason: String = answer
             .reason
             .unwrap_or("")
@@ -197,7 +204,7 @@ fn check_answer(
         other => {
             return Err(failed(format!(
                 "the 101 answer's Upgrade is {:?}, not \"websocket\"",
-                other.join(", ")
+                clip(&other.join(", "), MAX_QUOTED)
             )))
         }
     }
@@ -222,7 +229,7 @@ fn check_answer(
     if !extensions.is_empty() {
         return Err(failed(format!(
             "the server chose extensions that were not offered: {}",
-            extensions.join(", ")
+            clip(&extensions.join(", "), MAX_QUOTED)
         )));
     }
     let chosen = values("sec-websocket-protocol");
@@ -238,7 +245,7 @@ fn check_answer(
         (chosen, _) => {
             return Err(failed(format!(
                 "subprotocol: the server chose {:?}, which was not offered",
-                chosen.join(", ")
+                clip(&chosen.join(", "), MAX_QUOTED)
             )))
         }
     }

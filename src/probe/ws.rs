@@ -9,6 +9,7 @@ pub use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{Error, Message, WebSocket};
 
+use super::clip;
 use super::deadline::{Deadline, DeadlineStream};
 use super::tls::TlsStream;
 use crate::outcome::{Failure, Meta, Outcome, Reason};
@@ -305,14 +306,7 @@ fn is_substituted(frame: &CloseFrame) -> bool {
 /// binary as `hex:` and hex digits, at most `LAST_REPLY_MAX` bytes either way.
 fn show_reply(message: &Message) -> String {
     match message {
-        Message::Text(text) => {
-            let text = text.as_str();
-            let mut end = text.len().min(LAST_REPLY_MAX);
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text[..end].to_owned()
-        }
+        Message::Text(text) => clip(text.as_str(), LAST_REPLY_MAX),
         Message::Binary(bytes) => {
             let shown = &bytes[..bytes.len().min((LAST_REPLY_MAX - 4) / 2)];
             let mut out = String::with_capacity(4 + shown.len() * 2);
