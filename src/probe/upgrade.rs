@@ -117,7 +117,7 @@ fn request(spec: &ProbeSpec, key: &str) -> String {
     if let (Some(userinfo), false) = (&target.userinfo, has("authorization")) {
         request.push_str(&format!(
             "Authorization: Basic {}\r\n",
-            base64(userinfo.as_bytes())
+            base64(&percent_decode(userinfo))
         ));
     }
     if !has("user-agent") {
@@ -132,6 +132,31 @@ fn request(spec: &ProbeSpec, key: &str) -> String {
     }
     request.push_str("\r\n");
     request
+}
+
+/// Userinfo as the URL spells it, `%40` and all, back to its bytes (as
+/// browsers and curl do before building Basic credentials).
+fn percent_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 fn io_failure(error: io::Error, doing: &str) -> Failure {
@@ -269,6 +294,13 @@ mod tests {
     fn check(buf: &[u8], offered: &[&str]) -> Result<Option<usize>, String> {
         let offered: Vec<String> = offered.iter().map(|s| s.to_string()).collect();
         check_answer(buf, KEY, &offered, &mut Meta::default()).map_err(|f| f.error)
+    }
+
+    #[test]
+    fn userinfo_is_percent_decoded_for_basic_credentials() {
+        assert_eq!(percent_decode("u:p%40ss%3a"), b"u:p@ss:");
+        assert_eq!(percent_decode("100%"), b"100%");
+        assert_eq!(percent_decode("%zz%4"), b"%zz%4");
     }
 
     #[test]
