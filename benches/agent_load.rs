@@ -330,19 +330,23 @@ impl Bench {
         );
     }
 
+    /// `n` wss:// round-trip probes against `addr` at a 60 s interval,
+    /// trusting the bench's test CA.
+    fn wss_round_trips(&self, n: usize, addr: std::net::SocketAddr, timeout_ms: u64) -> Vec<Value> {
+        (0..n)
+            .map(|i| {
+                let mut probe = ws_round_trip(i, addr, 60_000, timeout_ms);
+                probe["url"] = json!(format!("wss://{addr}/"));
+                probe["tls"] = json!({ "ca_file": self.ca() });
+                probe
+            })
+            .collect()
+    }
+
     fn idle(&self) {
         let n = self.probes(10);
         let (addr, _stats) = support::load_server(Some(self.pki.server.clone()), Reply::Echo);
-        let probes = (0..n)
-            .map(|i| {
-                json!({
-                    "name": probe_name(i), "url": format!("wss://{addr}/"),
-                    "interpretation": "round_trip_latency", "send_message": "hi",
-                    "interval_ms": 60000, "timeout_ms": 5000,
-                    "tls": { "ca_file": self.ca() },
-                })
-            })
-            .collect();
+        let probes = self.wss_round_trips(n, addr, 5000);
         let config = self.write_config("idle", probes);
         println!(
             "\nidle: {n} wss:// round_trip_latency probes, interval 60000 ms: RSS at 10 s \
@@ -384,16 +388,7 @@ impl Bench {
     fn waiting_wss(&self) {
         let n = self.probes(1000);
         let (addr, stats) = support::load_server(Some(self.pki.server.clone()), Reply::Silent);
-        let probes = (0..n)
-            .map(|i| {
-                json!({
-                    "name": probe_name(i), "url": format!("wss://{addr}/"),
-                    "interpretation": "round_trip_latency", "send_message": "hi",
-                    "interval_ms": 60000, "timeout_ms": 30000,
-                    "tls": { "ca_file": self.ca() },
-                })
-            })
-            .collect();
+        let probes = self.wss_round_trips(n, addr, 30000);
         let config = self.write_config("waiting", probes);
         println!(
             "\nwaiting-wss: {n} wss:// round_trip_latency probes (timeout 30000 ms) against a \
