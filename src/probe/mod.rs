@@ -56,7 +56,13 @@ fn run_phases(spec: &ProbeSpec, deadline: &Deadline, out: &mut Outcome) -> Resul
     }
 
     let mark = Instant::now();
-    let tcp = connect::connect(&addrs, &spec.route, deadline, &mut out.meta);
+    let mut tls_client = None;
+    let prepare_tls = || {
+        if let Some(setup) = &spec.tls {
+            tls_client = Some(tls::client(setup, &spec.target.host));
+        }
+    };
+    let tcp = connect::connect(&addrs, &spec.route, deadline, &mut out.meta, prepare_tls);
     out.timings.connect = Some(since(mark));
     let stream = match tcp {
         Ok(tcp) => DeadlineStream::new(tcp, *deadline),
@@ -68,8 +74,10 @@ fn run_phases(spec: &ProbeSpec, deadline: &Deadline, out: &mut Outcome) -> Resul
         Some(setup) => {
             let mark = Instant::now();
             out.meta.tls_verified = Some(!setup.options.insecure_skip_verify);
-            let done = tls::server_name(setup, &spec.target.host)
-                .and_then(|name| tls::handshake(setup, name, stream));
+            // Prepared during the connect's first wait; made here only if
+            // the connect never had to wait.
+            let client = tls_client.unwrap_or_else(|| tls::client(setup, &spec.target.host));
+            let done = client.and_then(|client| tls::handshake(client, stream));
             out.timings.tls = Some(since(mark));
             match done {
                 Ok(tls_stream) => {
