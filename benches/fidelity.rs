@@ -31,32 +31,46 @@
 //!
 //! The excess over that floor is what the bench reports, against targets
 //! of 0.5 ms for an open and 0.2 ms for a round trip (for the median).
-//! Not all of it is the probe's:
+//! Not all of it is the probe's, so the bench also says who spent it. The
+//! relay records each chunk's pass: when the kernel received it
+//! (`SO_TIMESTAMPNS`, so the relay reader's own wake-up is kept out) and
+//! when the relay wrote it on. The passes of a measured span form flights,
+//! runs of chunks in one direction. The time until a flight's last chunk
+//! reaches the relay is its sender's, the hold until it is written on,
+//! beyond D, is the relay's, and the time after the last flight is its
+//! receiver's. So the excess splits into:
 //!
-//! - the relay's own cost per pass: its writer's lateness (timer slack
-//!   1 ns, the last `WSPROBE_RELAY_SPIN_US` of each wait spun; measured
-//!   and printed) and a second loopback hop. The reader's wake-up is not
-//!   added: chunks are stamped with the kernel's receive time
-//!   (`SO_TIMESTAMPNS`), not the time of the read (the lag this keeps out
-//!   is printed too);
-//! - the endpoints' wake-up after sitting idle for D, which on a VM costs
-//!   more than a wake-up on a busy loopback (a real path has it too);
-//! - the server's CPU: the floor counts the server as instant, but here
-//!   it shares the two cores, and for `wss://` its TLS work is a large
-//!   part of the excess. Its thread's CPU from accept to its 101 is
-//!   printed, as is the probe thread's CPU per run.
+//! - the relay's share: its writer's lateness (timer slack 1 ns, the last
+//!   `WSPROBE_RELAY_SPIN_US` of each wait spun);
+//! - the server's share: its wake-up and its work, TLS included, which the
+//!   floor counts as instant. The test servers serve one connection at a
+//!   time on a long-lived thread, not a fresh thread per connection;
+//! - the client's share, the probe's own: its work before its first bytes
+//!   leave (socket, connect, TLS key share; on a real path the key share
+//!   is drawn while the SYN is out, here the connect is local), its work
+//!   between a flight delivered and its answer, and its reading of the
+//!   last flight. The targets are checked against this share, and against
+//!   the whole excess.
 //!
-//! To separate the first two from the probe, a bare TCP client does the
-//! same through the same relay to a raw echo server: connect + one
-//! exchange (the shape of a `ws://` open) and one more exchange on that
-//! connection (the shape of a round trip), each against 2D. The "net"
-//! columns subtract that baseline: connect + exchange from the `ws://`
-//! open, exchange from the round trip, both from the `wss://` open. The
-//! net figure is what the probe, with its server's WebSocket and TLS work,
-//! adds over a minimal client and server on the same path. The `ws://`
-//! open and round trip come from the same round-trip probe run; its open
-//! is measured exactly as a handshake probe's. A last line gives the
-//! probe's figures straight over loopback, for comparison.
+//! Each side's share includes its wake-up after sitting idle and the
+//! loopback hop to it. For what that alone costs on this machine, a bare
+//! TCP client does the same through the same relay to a raw echo server:
+//! connect + one exchange (the shape of a `ws://` open) and one more
+//! exchange on that connection (the shape of a round trip). Every relayed
+//! run starts after the same idle pause, as a probe in the agent does:
+//! on a shared VM an idle spell of a few milliseconds leaves the caches
+//! cold, and that is part of every share.
+//!
+//! curl is the yardstick the targets were set against. When it is
+//! installed, it sends the same upgrade through the same relay to the same
+//! server; its open is `time_starttransfer`, the first byte of the 101
+//! (wsprobe's open ends later: 101 read and checked). Its own share is
+//! its excess less the server's and the relay's shares.
+//!
+//! The `ws://` open and round trip come from the same round-trip probe
+//! run; its open is measured exactly as a handshake probe's. The CPU
+//! each thread spent is printed, and a last line gives the probe's
+//! figures straight over loopback, for comparison.
 //!
 //! Figures are reported, never asserted; only a failed run stops the bench.
 
@@ -71,7 +85,7 @@ use std::time::{Duration, Instant};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use tungstenite::WebSocket;
 
-use support::{DelayRelay, RelaySamples};
+use support::{DelayRelay, Pass, RelaySamples};
 use wsprobe::outcome::Outcome;
 use wsprobe::probe;
 
@@ -122,20 +136,46 @@ fn main() {
     let ws_direct = support::ws_round_trip(ws_server);
     let wss_direct = support::wss_handshake(wss_server, pki.ca_file());
 
+    let curl = Curl::find(wss_relay.addr, pki.ca_file());
+
     let mut relayed = Series::default();
     let mut direct = Series::default();
     for run in 0..WARM_UP + runs {
         let mut into = Series::default();
-        let (first, again) = tcp_exchanges(tcp_relay.addr);
-        into.tcp_first.push(first);
-        into.tcp_again.push(again);
+        // Every relayed run starts after the same idle pause, as a probe
+        // does in the agent: after an idle spell the first code to run
+        // meets cold caches.
         thread::sleep(settle);
+        let tcp = tcp_exchanges(tcp_relay.addr);
+        thread::sleep(settle);
+        let passes = tcp_relay.take_passes();
+        into.tcp_first.push(ms(tcp.first_end - tcp.start));
+        into.tcp_again.push(ms(tcp.again_end - tcp.again_start));
+        into.tcp_first_split
+            .push(Split::of(tcp.start, tcp.first_end, &passes, delay));
+        into.tcp_again_split
+            .push(Split::of(tcp.again_start, tcp.again_end, &passes, delay));
+
         let cpu = thread_cpu();
         let outcome = succeeded(probe::run(&ws));
         into.ws_cpu.push(ms(thread_cpu() - cpu));
-        into.ws_open.push(timing(outcome.timings.open));
-        into.ws_rtt.push(timing(outcome.timings.rtt));
         thread::sleep(settle);
+        let passes = ws_relay.take_passes();
+        let open = duration(outcome.timings.open);
+        let rtt = duration(outcome.timings.rtt);
+        // A successful round trip's total ends when the reply arrived.
+        let arrived = outcome.started + duration(outcome.timings.total);
+        into.ws_open.push(ms(open));
+        into.ws_rtt.push(ms(rtt));
+        into.ws_open_split.push(Split::of(
+            outcome.started,
+            outcome.started + open,
+            &passes,
+            delay,
+        ));
+        into.ws_rtt_split
+            .push(Split::of(arrived - rtt, arrived, &passes, delay));
+
         let cpu = thread_cpu();
         let outcome = succeeded(probe::run(&wss));
         into.wss_cpu.push(ms(thread_cpu() - cpu));
@@ -144,13 +184,38 @@ fn main() {
             Some("TLSv1.3"),
             "the wss:// floor assumes TLS 1.3"
         );
-        into.wss_open.push(timing(outcome.timings.open));
         thread::sleep(settle);
+        let passes = wss_relay.take_passes();
+        let open = duration(outcome.timings.open);
+        into.wss_open.push(ms(open));
+        into.wss_open_split.push(Split::of(
+            outcome.started,
+            outcome.started + open,
+            &passes,
+            delay,
+        ));
+
+        if let Some(curl) = &curl {
+            let open = curl.open();
+            thread::sleep(settle);
+            // Its open is the first four flights (Hello; the server's
+            // flight; Finished and request; tickets and 101). Its own
+            // share is what is left of its excess once the server's and
+            // the relay's are known.
+            let passes = wss_relay.take_passes();
+            let opening = first_flights(&passes, 4);
+            if let (Some(first), Some(last)) = (opening.first(), opening.last()) {
+                let mut split = Split::of(first.arrived, last.written, opening, delay);
+                split.client = ms(open) - 4.0 * d - split.server - split.relay;
+                into.curl_open.push(ms(open));
+                into.curl_open_split.push(split);
+            }
+        }
 
         let mut context = Series::default();
-        let (first, again) = tcp_exchanges(tcp_server);
-        context.tcp_first.push(first);
-        context.tcp_again.push(again);
+        let tcp = tcp_exchanges(tcp_server);
+        context.tcp_first.push(ms(tcp.first_end - tcp.start));
+        context.tcp_again.push(ms(tcp.again_end - tcp.again_start));
         let outcome = succeeded(probe::run(&ws_direct));
         context.ws_open.push(timing(outcome.timings.open));
         context.ws_rtt.push(timing(outcome.timings.rtt));
@@ -201,19 +266,10 @@ fn main() {
         "  (a real path: 4D, 6D, 2D; the probe-to-relay TCP handshake is local and cannot be \
          delayed from user space)"
     );
-    println!("  relay alone, bare TCP client and echo server, excess over 2D:");
-    println!(
-        "    connect + first exchange   median {:6.3} ms  p95 {:6.3} ms",
-        tcp_first.median, tcp_first.p95
-    );
-    println!(
-        "    exchange on that socket    median {:6.3} ms  p95 {:6.3} ms",
-        tcp_again.median, tcp_again.p95
-    );
     let late = Stats::of(samples.lateness.iter().map(|&l| ms(l)));
     let lag = Stats::of(samples.reader_lag.iter().map(|&l| ms(l)));
     println!(
-        "    relay writer lateness per pass  median {:.3} ms  p95 {:.3} ms  ({} chunks; \
+        "  relay writer lateness per pass  median {:.3} ms  p95 {:.3} ms  ({} chunks; \
          spin {} us); reader lag kept out by kernel stamps  median {:.3} ms  p95 {:.3} ms  \
          ({} chunks unstamped)",
         late.median,
@@ -225,42 +281,74 @@ fn main() {
         samples.unstamped
     );
     println!(
-        "  {:<22} {:>10}  {:>13} {:>7}  {:<16}  {:>10} {:>7}  net",
-        "(ms)", "raw median", "excess median", "p95", "target (median)", "net median", "p95"
+        "  {:<30} {:>10}  {:>7} {:>7}  {:>7} {:>7}  {:>7} {:>7}  target for the client's share",
+        "(ms)", "raw median", "excess", "p95", "server", "relay", "client", "p95",
     );
-    let first = (tcp_first.median, tcp_first.p95);
-    let again = (tcp_again.median, tcp_again.p95);
-    let both = (first.0 + again.0, first.1 + again.1);
-    row(
-        "ws:// open",
-        &relayed.ws_open,
-        &ws_open,
-        OPEN_EXCESS_MS,
-        first,
-    );
-    row(
-        "wss:// open (TLS 1.3)",
-        &relayed.wss_open,
-        &wss_open,
-        OPEN_EXCESS_MS,
-        both,
-    );
-    row(
-        "ws:// round trip",
-        &relayed.ws_rtt,
-        &ws_rtt,
-        RTT_EXCESS_MS,
-        again,
-    );
+    let rows = [
+        (
+            "bare TCP connect + exchange",
+            &relayed.tcp_first,
+            &tcp_first,
+            &relayed.tcp_first_split,
+            None,
+        ),
+        (
+            "bare TCP exchange",
+            &relayed.tcp_again,
+            &tcp_again,
+            &relayed.tcp_again_split,
+            None,
+        ),
+        (
+            "ws:// open",
+            &relayed.ws_open,
+            &ws_open,
+            &relayed.ws_open_split,
+            Some(OPEN_EXCESS_MS),
+        ),
+        (
+            "wss:// open (TLS 1.3)",
+            &relayed.wss_open,
+            &wss_open,
+            &relayed.wss_open_split,
+            Some(OPEN_EXCESS_MS),
+        ),
+        (
+            "ws:// round trip",
+            &relayed.ws_rtt,
+            &ws_rtt,
+            &relayed.ws_rtt_split,
+            Some(RTT_EXCESS_MS),
+        ),
+    ];
+    for (what, raw, excess, splits, target) in rows {
+        row(what, raw, excess, splits, target);
+    }
+    if curl.is_some() {
+        let curl_open = over(&relayed.curl_open, 4.0 * d);
+        row(
+            "curl wss:// open (to 1st byte)",
+            &relayed.curl_open,
+            &curl_open,
+            &relayed.curl_open_split,
+            None,
+        );
+    } else {
+        println!("  (curl not found: no curl row)");
+    }
     println!(
-        "  net = excess - the relay baseline above, quantile by quantile: connect + exchange for \
-         the ws:// open, exchange for the round trip, both for the wss:// open"
+        "  excess = raw - floor = client + server + relay, medians of each (which need not add \
+         up). From the relay's kernel receive stamps and write times: the client's share runs \
+         from its start to its first bytes reaching the relay, from each delivery to it to its \
+         answer reaching the relay, and from the last delivery to its measured end; the \
+         server's likewise; the relay's is each hold beyond D. A share includes the wake-up \
+         of the side it names and the loopback hop to it: see the bare TCP rows for what \
+         that alone costs here."
     );
     let median = |values: &[f64]| Stats::of(values.iter().copied()).median;
     println!(
         "  CPU, medians: probe thread per run (close included) ws:// {:.3} ms, wss:// {:.3} ms; \
-         server thread from accept to its 101 ws:// {:.3} ms, wss:// {:.3} ms (in the excess: \
-         the floor counts the server as instant)",
+         server thread from accept to its 101 ws:// {:.3} ms, wss:// {:.3} ms",
         median(&relayed.ws_cpu),
         median(&relayed.wss_cpu),
         median(&ws_server_cpu.lock().unwrap()),
@@ -277,20 +365,82 @@ fn main() {
     );
 }
 
-/// One table row: raw median; excess median and p95 against the target;
-/// the same net of the relay baseline.
-fn row(what: &str, raw: &[f64], excess: &Stats, target: f64, baseline: (f64, f64)) {
+/// One table row: raw median; excess median and p95; the server's and the
+/// relay's shares (medians); the client's share, median and p95, against
+/// the target if the row has one.
+fn row(what: &str, raw: &[f64], excess: &Stats, splits: &[Split], target: Option<f64>) {
     let raw_median = Stats::of(raw.iter().copied()).median;
-    let net = (excess.median - baseline.0, excess.p95 - baseline.1);
-    let goal = format!("<= {target:.1} {}", verdict(excess.median <= target));
+    let client = Stats::of(splits.iter().map(|s| s.client));
+    let server = Stats::of(splits.iter().map(|s| s.server)).median;
+    let relay = Stats::of(splits.iter().map(|s| s.relay)).median;
+    let goal = match target {
+        Some(target) => format!(
+            "<= {target:.1} {}  (whole excess: {})",
+            verdict(client.median <= target),
+            verdict(excess.median <= target)
+        ),
+        None => String::new(),
+    };
     println!(
-        "  {what:<22} {raw_median:>10.3}  {:>13.3} {:>7.3}  {goal:<16}  {:>10.3} {:>7.3}  {}",
-        excess.median,
-        excess.p95,
-        net.0,
-        net.1,
-        verdict(net.0 <= target),
+        "  {what:<30} {raw_median:>10.3}  {:>7.3} {:>7.3}  {server:>7.3} {relay:>7.3}  \
+         {:>7.3} {:>7.3}  {goal}",
+        excess.median, excess.p95, client.median, client.p95,
     );
+}
+
+/// Who spent a measured span that crossed the relay, in ms: the client,
+/// the server or the relay (its hold beyond D). The passes in the span
+/// form flights, runs of chunks in one direction; the time up to a
+/// flight's last chunk reaching the relay is its sender's, the hold until
+/// that chunk is written on is the relay's, and the time after the last
+/// flight is its receiver's.
+#[derive(Default, Clone, Copy)]
+struct Split {
+    client: f64,
+    server: f64,
+    relay: f64,
+}
+
+impl Split {
+    fn of(from: Instant, to: Instant, passes: &[Pass], delay: Duration) -> Split {
+        let inside: Vec<Pass> = passes
+            .iter()
+            .filter(|pass| pass.written > from && pass.written <= to)
+            .copied()
+            .collect();
+        let mut split = Split::default();
+        let mut cursor = from;
+        let mut receiver_is_server = false;
+        for flight in inside.chunk_by(|a, b| a.upstream == b.upstream) {
+            let last = flight[flight.len() - 1];
+            let sending = ms(last.arrived.saturating_duration_since(cursor));
+            if last.upstream {
+                split.client += sending;
+            } else {
+                split.server += sending;
+            }
+            split.relay += ms(last.written.saturating_duration_since(last.arrived)) - ms(delay);
+            cursor = last.written;
+            receiver_is_server = last.upstream;
+        }
+        let tail = ms(to.saturating_duration_since(cursor));
+        if receiver_is_server {
+            split.server += tail;
+        } else {
+            split.client += tail;
+        }
+        split
+    }
+}
+
+/// The passes of the first `count` flights.
+fn first_flights(passes: &[Pass], count: usize) -> &[Pass] {
+    let end = passes
+        .chunk_by(|a, b| a.upstream == b.upstream)
+        .take(count)
+        .map(<[Pass]>::len)
+        .sum();
+    &passes[..end]
 }
 
 /// The figures of the measured runs, in ms.
@@ -301,6 +451,13 @@ struct Series {
     ws_open: Vec<f64>,
     ws_rtt: Vec<f64>,
     wss_open: Vec<f64>,
+    curl_open: Vec<f64>,
+    tcp_first_split: Vec<Split>,
+    tcp_again_split: Vec<Split>,
+    ws_open_split: Vec<Split>,
+    ws_rtt_split: Vec<Split>,
+    wss_open_split: Vec<Split>,
+    curl_open_split: Vec<Split>,
     /// CPU of the probing thread per run.
     ws_cpu: Vec<f64>,
     wss_cpu: Vec<f64>,
@@ -313,14 +470,29 @@ impl Series {
         self.ws_open.extend(other.ws_open);
         self.ws_rtt.extend(other.ws_rtt);
         self.wss_open.extend(other.wss_open);
+        self.curl_open.extend(other.curl_open);
+        self.tcp_first_split.extend(other.tcp_first_split);
+        self.tcp_again_split.extend(other.tcp_again_split);
+        self.ws_open_split.extend(other.ws_open_split);
+        self.ws_rtt_split.extend(other.ws_rtt_split);
+        self.wss_open_split.extend(other.wss_open_split);
+        self.curl_open_split.extend(other.curl_open_split);
         self.ws_cpu.extend(other.ws_cpu);
         self.wss_cpu.extend(other.wss_cpu);
     }
 }
 
+/// The instants of a bare TCP client's two exchanges.
+struct TcpExchanges {
+    start: Instant,
+    first_end: Instant,
+    again_start: Instant,
+    again_end: Instant,
+}
+
 /// A bare TCP client: from before connect to the first echo, then one
-/// more exchange on the same socket. Both in ms.
-fn tcp_exchanges(addr: SocketAddr) -> (f64, f64) {
+/// more exchange on the same socket.
+fn tcp_exchanges(addr: SocketAddr) -> TcpExchanges {
     let message = [0x5a_u8; PING_BYTES];
     let mut reply = [0u8; PING_BYTES];
     let start = Instant::now();
@@ -328,11 +500,69 @@ fn tcp_exchanges(addr: SocketAddr) -> (f64, f64) {
     tcp.set_nodelay(true).expect("TCP_NODELAY");
     tcp.write_all(&message).expect("write ping");
     tcp.read_exact(&mut reply).expect("read echo");
-    let first = ms(start.elapsed());
-    let start = Instant::now();
+    let first_end = Instant::now();
+    let again_start = Instant::now();
     tcp.write_all(&message).expect("write ping");
     tcp.read_exact(&mut reply).expect("read echo");
-    (first, ms(start.elapsed()))
+    TcpExchanges {
+        start,
+        first_end,
+        again_start,
+        again_end: Instant::now(),
+    }
+}
+
+/// curl through the same relay, as the yardstick the targets were set
+/// against: a WebSocket upgrade request over HTTPS, its open taken as
+/// `time_starttransfer` (the 101's first byte; wsprobe's open ends later,
+/// when the 101 has been read and checked).
+struct Curl {
+    url: String,
+    ca_file: std::path::PathBuf,
+}
+
+impl Curl {
+    /// None when there is no curl to run.
+    fn find(addr: SocketAddr, ca_file: &std::path::Path) -> Option<Curl> {
+        let found = std::process::Command::new("curl")
+            .arg("--version")
+            .output()
+            .is_ok_and(|out| out.status.success());
+        found.then(|| Curl {
+            url: format!("https://{addr}/"),
+            ca_file: ca_file.to_owned(),
+        })
+    }
+
+    fn open(&self) -> Duration {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "--http1.1", "--max-time", "0.5"])
+            .arg("--cacert")
+            .arg(&self.ca_file)
+            .args([
+                "-H",
+                "Connection: Upgrade",
+                "-H",
+                "Upgrade: websocket",
+                "-H",
+                "Sec-WebSocket-Version: 13",
+                "-H",
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                "-w",
+                "%{http_code} %{time_starttransfer}",
+            ])
+            .arg(&self.url)
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut fields = text.split_whitespace();
+        assert_eq!(fields.next(), Some("101"), "curl got no 101: {text:?}");
+        let seconds = fields
+            .next()
+            .and_then(|field| field.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("unexpected curl output: {text:?}"));
+        Duration::from_secs_f64(seconds)
+    }
 }
 
 /// A `ws://` (`tls` None) or `wss://` echo server that records, per
@@ -344,33 +574,33 @@ fn timed_echo_server(tls: Option<Arc<ServerConfig>>) -> (SocketAddr, Arc<Mutex<V
     let addr = listener.local_addr().expect("local addr");
     let samples = Arc::new(Mutex::new(Vec::new()));
     let shared = samples.clone();
+    // One connection at a time on one long-lived thread, as the bench's
+    // runs are sequential: a thread made per connection would meet the
+    // first bytes with a fresh stack and heap, and the floor counts the
+    // server as instant. A connection left hanging is given up on.
     thread::spawn(move || {
         for tcp in listener.incoming().flatten() {
             let _ = tcp.set_nodelay(true);
-            let (tls, samples) = (tls.clone(), shared.clone());
-            thread::spawn(move || {
-                let start = thread_cpu();
-                let record = |samples: &Mutex<Vec<f64>>| {
-                    samples.lock().unwrap().push(ms(thread_cpu() - start));
-                };
-                match tls {
-                    None => {
-                        if let Ok(ws) = tungstenite::accept(tcp) {
-                            record(&samples);
-                            echo(ws);
-                        }
-                    }
-                    Some(config) => {
-                        let Ok(conn) = ServerConnection::new(config) else {
-                            return;
-                        };
-                        if let Ok(ws) = tungstenite::accept(StreamOwned::new(conn, tcp)) {
-                            record(&samples);
-                            echo(ws);
-                        }
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(2)));
+            let start = thread_cpu();
+            let record = || shared.lock().unwrap().push(ms(thread_cpu() - start));
+            match &tls {
+                None => {
+                    if let Ok(ws) = tungstenite::accept(tcp) {
+                        record();
+                        echo(ws);
                     }
                 }
-            });
+                Some(config) => {
+                    let Ok(conn) = ServerConnection::new(config.clone()) else {
+                        continue;
+                    };
+                    if let Ok(ws) = tungstenite::accept(StreamOwned::new(conn, tcp)) {
+                        record();
+                        echo(ws);
+                    }
+                }
+            }
         }
     });
     (addr, samples)
@@ -417,7 +647,11 @@ fn succeeded(outcome: Outcome) -> Outcome {
 }
 
 fn timing(value: Option<Duration>) -> f64 {
-    ms(value.expect("a successful run has this timing"))
+    ms(duration(value))
+}
+
+fn duration(value: Option<Duration>) -> Duration {
+    value.expect("a successful run has this timing")
 }
 
 /// Median and p95 (nearest rank), ms.

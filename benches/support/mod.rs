@@ -252,9 +252,21 @@ pub struct RelaySamples {
     pub unstamped: u64,
 }
 
+/// One chunk's pass through the relay: when the kernel received it and
+/// when the relay wrote it on. Between one pass written and the next one
+/// back received, the endpoint it went to was at work.
+#[derive(Debug, Clone, Copy)]
+pub struct Pass {
+    /// Client to server.
+    pub upstream: bool,
+    pub arrived: Instant,
+    pub written: Instant,
+}
+
 #[derive(Default)]
 struct RelayStats {
     samples: Mutex<RelaySamples>,
+    passes: Mutex<Vec<Pass>>,
 }
 
 /// `SO_TIMESTAMPNS` (and `SCM_TIMESTAMPNS`) on Linux where `timespec` is
@@ -286,8 +298,8 @@ impl DelayRelay {
                         spin,
                         stats: shared.clone(),
                     };
-                    link.pump(&client, &server, "relay-up");
-                    link.pump(&server, &client, "relay-down");
+                    link.pump(&client, &server, true);
+                    link.pump(&server, &client, false);
                 }
             })
             .expect("spawn relay accept thread");
@@ -297,6 +309,13 @@ impl DelayRelay {
     /// The samples so far; the relay starts afresh.
     pub fn take_samples(&self) -> RelaySamples {
         std::mem::take(&mut *self.stats.samples.lock().unwrap())
+    }
+
+    /// The passes so far, in the order they arrived; the list starts afresh.
+    pub fn take_passes(&self) -> Vec<Pass> {
+        let mut passes = std::mem::take(&mut *self.stats.passes.lock().unwrap());
+        passes.sort_by_key(|pass| pass.arrived);
+        passes
     }
 }
 
@@ -314,7 +333,8 @@ enum Chunk {
 
 impl Link {
     /// One direction, `from` to `to`: a reader thread and a writer thread.
-    fn pump(&self, from: &TcpStream, to: &TcpStream, name: &str) {
+    fn pump(&self, from: &TcpStream, to: &TcpStream, upstream: bool) {
+        let name = if upstream { "relay-up" } else { "relay-down" };
         let (tx, rx) = mpsc::channel::<(Instant, Chunk)>();
         let reader = from.try_clone().expect("clone relay socket");
         let stats = self.stats.clone();
@@ -365,9 +385,18 @@ impl Link {
                 }
                 for (due, chunk) in rx {
                     link.wait_until(due);
-                    let late = Instant::now().saturating_duration_since(due);
+                    let written = Instant::now();
+                    let late = written.saturating_duration_since(due);
                     let failed = match chunk {
-                        Chunk::Data(bytes) => out.write_all(&bytes).is_err(),
+                        Chunk::Data(bytes) => {
+                            let pass = Pass {
+                                upstream,
+                                arrived: due - link.delay,
+                                written,
+                            };
+                            link.stats.passes.lock().unwrap().push(pass);
+                            out.write_all(&bytes).is_err()
+                        }
                         Chunk::End => {
                             let _ = out.shutdown(Shutdown::Write);
                             false
