@@ -729,6 +729,45 @@ fn connection_keep_alive_upgrade_opens_and_round_trips() {
 }
 
 #[test]
+fn early_hints_and_100_continue_before_the_101_are_read_past() {
+    // RFC 9110 section 15.2: a client reads past 1xx answers to the final
+    // one; a CDN may send 103 Early Hints before the 101. Sent in one write
+    // with the 101, so the probe meets all three heads in one read.
+    let server = raw_answer_server(
+        |accept| {
+            let mut bytes = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+            bytes.extend(b"HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\n");
+            bytes.extend(good_101(accept).into_bytes());
+            bytes
+        },
+        true,
+    );
+    let a = attack(&server.url(), 2000, &round_trip("hello", "hello"));
+    a.reason(None).status(101);
+    assert!(a.record.value.is_some(), "{:#?}", a.record);
+}
+
+#[test]
+fn endless_early_hints_hit_the_head_limit() {
+    // A 64 KiB cap on the answer's head that a stream of 1xx answers could
+    // slip past would let a server keep the probe reading until its timeout.
+    let server = spawn_server(|mut stream, tx| {
+        if read_upgrade(&mut stream, tx).is_none() {
+            return;
+        }
+        flood(
+            &mut stream,
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n",
+        );
+    });
+    attack(&server.url(), 5000, &["--interpretation", HS])
+        .reason(Some("ws_open_failed"))
+        .phase("upgrade")
+        .error_mentions("head passes")
+        .ended_early(5000);
+}
+
+#[test]
 fn greeting_in_the_same_write_as_the_101_is_skipped_then_reply_matches() {
     // The 101 and a text greeting arrive in one TCP segment; the bytes past
     // the head are the first frame, not part of the HTTP answer.

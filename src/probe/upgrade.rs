@@ -49,6 +49,9 @@ pub fn upgrade(
 
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
+    // Every byte of the answer before the 101's end, informational
+    // answers included, counts against MAX_HEAD.
+    let mut read = 0;
     loop {
         let n = transport
             .read(&mut chunk)
@@ -60,16 +63,25 @@ pub fn upgrade(
             ));
         }
         head.extend_from_slice(&chunk[..n]);
-        if let Some(head_len) = check_answer(&head, &key, &spec.protocols, meta)? {
-            let tail = head.split_off(head_len);
-            return Ok(WebSocket::from_partially_read(
-                transport,
-                tail,
-                Role::Client,
-                Some(config),
-            ));
+        read += n;
+        loop {
+            match check_answer(&head, &key, &spec.protocols, meta)? {
+                Answer::Incomplete => break,
+                Answer::Interim(len) => {
+                    head.drain(..len);
+                }
+                Answer::Open(len) => {
+                    let tail = head.split_off(len);
+                    return Ok(WebSocket::from_partially_read(
+                        transport,
+                        tail,
+                        Role::Client,
+                        Some(config),
+                    ));
+                }
+            }
         }
-        if head.len() > MAX_HEAD {
+        if read > MAX_HEAD {
             return Err(Failure::open_failed(
                 Phase::Upgrade,
                 format!("the upgrade answer's head passes {MAX_HEAD} bytes without ending"),
@@ -167,20 +179,33 @@ fn io_failure(error: io::Error, doing: &str) -> Failure {
     }
 }
 
-/// `None` while the head is incomplete; the head's length once it is
-/// complete and valid; a failure once it is complete and wrong.
+/// What the start of the bytes read so far holds, short of a failure.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// Not yet a whole head.
+    Incomplete,
+    /// An informational answer (a 1xx other than 101, such as `103 Early
+    /// Hints`) of this many bytes. HTTP clients read past them to the
+    /// final answer (RFC 9110, section 15.2), and so does the probe.
+    Interim(usize),
+    /// A valid 101 whose head is this many bytes: the socket is open.
+    Open(usize),
+}
+
+/// Checks the answer at the start of `buf`; a failure once it is a
+/// complete head and wrong.
 fn check_answer(
     buf: &[u8],
     key: &str,
     offered: &[String],
     meta: &mut Meta,
-) -> Result<Option<usize>, Failure> {
+) -> Result<Answer, Failure> {
     let failed = |detail: String| Failure::open_failed(Phase::Upgrade, detail);
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut answer = httparse::Response::new(&mut headers);
     let head_len = match answer.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
+        Ok(httparse::Status::Partial) => return Ok(Answer::Incomplete),
         Err(httparse::Error::TooManyHeaders) => {
             return Err(failed(format!(
                 "the upgrade answer has more than {MAX_HEADERS} headers"
@@ -189,6 +214,9 @@ fn check_answer(
         Err(e) => return Err(failed(format!("the server's answer is not HTTP: {e}"))),
     };
     let status = answer.code.unwrap_or(0);
+    if (100..200).contains(&status) && status != 101 {
+        return Ok(Answer::Interim(head_len));
+    }
     meta.http_status = Some(status);
     let values = |name: &str| -> Vec<String> {
         answer
@@ -274,7 +302,7 @@ fn check_answer(
             )))
         }
     }
-    Ok(Some(head_len))
+    Ok(Answer::Open(head_len))
 }
 
 #[cfg(test)]
@@ -291,7 +319,7 @@ mod tests {
         .into_bytes()
     }
 
-    fn check(buf: &[u8], offered: &[&str]) -> Result<Option<usize>, String> {
+    fn check(buf: &[u8], offered: &[&str]) -> Result<Answer, String> {
         let offered: Vec<String> = offered.iter().map(|s| s.to_string()).collect();
         check_answer(buf, KEY, &offered, &mut Meta::default()).map_err(|f| f.error)
     }
@@ -304,6 +332,23 @@ mod tests {
     }
 
     #[test]
+    fn informational_answers_are_passed_over_and_leave_no_status() {
+        let hints = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n";
+        let mut meta = Meta::default();
+        let mut buf = hints.to_vec();
+        buf.extend(answer("Connection: Upgrade\r\n"));
+        assert_eq!(
+            check_answer(&buf, KEY, &[], &mut meta).map_err(|f| f.error),
+            Ok(Answer::Interim(hints.len()))
+        );
+        assert_eq!(meta.http_status, None);
+        assert_eq!(
+            check(&buf[hints.len()..], &[]),
+            Ok(Answer::Open(buf.len() - hints.len()))
+        );
+    }
+
+    #[test]
     fn the_rfc_example_key_gives_the_rfc_accept() {
         assert_eq!(accept_for(KEY), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
@@ -312,7 +357,11 @@ mod tests {
     fn connection_is_a_token_list_not_an_exact_value() {
         for connection in ["Upgrade", "upgrade", "keep-alive, Upgrade", "Upgrade,close"] {
             let buf = answer(&format!("Connection: {connection}\r\n"));
-            assert_eq!(check(&buf, &[]), Ok(Some(buf.len())), "{connection}");
+            assert_eq!(
+                check(&buf, &[]),
+                Ok(Answer::Open(buf.len())),
+                "{connection}"
+            );
         }
         let buf = answer("Connection: keep-alive\r\n");
         assert!(check(&buf, &[]).unwrap_err().contains("Connection"));
@@ -334,7 +383,7 @@ mod tests {
     #[test]
     fn an_incomplete_head_asks_for_more() {
         let buf = answer("Connection: Upgrade\r\n");
-        assert_eq!(check(&buf[..buf.len() - 2], &[]), Ok(None));
+        assert_eq!(check(&buf[..buf.len() - 2], &[]), Ok(Answer::Incomplete));
     }
 
     #[test]
