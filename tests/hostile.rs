@@ -702,7 +702,7 @@ fn a_101_with_two_accept_headers_is_refused() {
         .reason(Some("ws_open_failed"))
         .phase("upgrade")
         .status(101)
-        .error_mentions("Sec-WebSocket-Accept")
+        .error_mentions("more than one Sec-WebSocket-Accept")
         .ended_early(2000);
 }
 

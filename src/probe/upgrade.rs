@@ -269,6 +269,11 @@ fn check_answer(
     match values("sec-websocket-accept").as_slice() {
         [accept] if *accept == accept_for(key) => {}
         [] => return Err(failed("the 101 answer has no Sec-WebSocket-Accept".into())),
+        [_, _, ..] => {
+            return Err(failed(
+                "the 101 answer has more than one Sec-WebSocket-Accept".into(),
+            ))
+        }
         _ => {
             return Err(failed(
                 "bad Sec-WebSocket-Accept: the server's answer does not match our key".into(),
