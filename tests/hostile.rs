@@ -1790,3 +1790,60 @@ fn tls_fatal_alert_instead_of_a_reply_is_closed_early() {
         .ended_early(2000)
         .has_error();
 }
+
+#[test]
+fn a_server_that_reads_nothing_cannot_hold_a_large_send_past_the_deadline() {
+    // 16 MiB is more than loopback's send and receive buffers hold together,
+    // so the write stalls once they are full. The wait for room must end at
+    // the deadline like any other (a socket send timeout ran 1.7 s late).
+    let server = spawn_server(|mut stream, tx| {
+        let Some(accept) = read_upgrade(&mut stream, tx) else {
+            return;
+        };
+        if stream.write_all(good_101(&accept).as_bytes()).is_err() {
+            return;
+        }
+        // Reads nothing, and keeps the connection until the test is over.
+        thread::sleep(Duration::from_secs(10));
+    });
+    let dir = TempDir::new("hostile-no-reader");
+    let timeout_ms = 2000;
+    let config = serde_json::json!({
+        "probes": [{
+            "name": "big",
+            "url": server.url(),
+            "interpretation": "round_trip_latency",
+            "send_message": "x".repeat(16 << 20),
+            "expect_message": "never",
+            "timeout_ms": timeout_ms
+        }]
+    });
+    let path = dir.write("config.json", &config.to_string());
+    let run = run(&["once", "-c", path.to_str().unwrap()]);
+    let record = run.record();
+    assert_eq!(
+        record.reason.as_deref(),
+        Some("ws_reply_timeout"),
+        "{record:#?}"
+    );
+    assert!(
+        record
+            .meta
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("not reading")),
+        "{record:#?}"
+    );
+    // A half-written frame leaves no room for a Close.
+    assert_eq!(record.meta.close_clean, Some(false), "{record:#?}");
+    let total = record.timings().total_ms.unwrap_or(f64::MAX);
+    assert!(
+        total < timeout_ms as f64 + 50.0,
+        "total_ms {total} passes timeout_ms {timeout_ms}: {record:#?}"
+    );
+    assert!(
+        run.elapsed < Duration::from_millis(timeout_ms) + CLOSE_AND_SLACK,
+        "the run took {:?}",
+        run.elapsed
+    );
+}

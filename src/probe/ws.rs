@@ -101,6 +101,9 @@ pub enum Ending {
     Abort(CloseCode),
     /// The TCP connection is gone; nothing to say on it.
     Gone,
+    /// A frame is half written and the server reads nothing: no Close can
+    /// follow it. The connection is dropped; not a clean close.
+    Stuck,
 }
 
 /// Sends the message and waits for the first reply that matches.
@@ -111,11 +114,22 @@ pub fn exchange(
     exchange: &Exchange,
     outcome: &mut Outcome,
 ) -> Result<(Instant, Instant), (Failure, Ending)> {
-    // On loopback the reply can arrive before `send` returns: stamp first.
-    let sent = Instant::now();
-    if let Err(e) = ws.send(Message::text(exchange.send.as_str())) {
-        return Err(read_failure(e, 0, &mut outcome.meta));
+    match ws.send(Message::text(exchange.send.as_str())) {
+        Ok(()) => {}
+        Err(Error::Io(e)) if e.kind() == io::ErrorKind::TimedOut => {
+            let failure = Failure::new(
+                Reason::WsReplyTimeout,
+                None,
+                "the message could not be written within the timeout: the server is not \
+                 reading",
+            );
+            return Err((failure, Ending::Stuck));
+        }
+        Err(e) => return Err(read_failure(e, 0, &mut outcome.meta)),
     }
+    // The contract's moment: the message has been written. The reply is
+    // stamped after its read, so it cannot come out earlier than this.
+    let sent = Instant::now();
     outcome.meta.skipped_messages = Some(0);
     let mut skipped = 0u64;
     // Linear time whatever the reply and the expectation (an empty one
@@ -245,6 +259,10 @@ pub fn close(mut ws: WebSocket<Transport>, ending: Ending) -> Option<bool> {
     ws.get_mut().tcp().set_deadline(deadline);
     let clean = match ending {
         Ending::Gone => None,
+        Ending::Stuck => {
+            ws.into_inner().shutdown();
+            return Some(false);
+        }
         Ending::ServerClosed => {
             let _ = ws.flush();
             Some(true)
