@@ -214,9 +214,16 @@ fn probe_command(adhoc: AdHoc) -> u8 {
                 } else {
                     Record::new(&spec, &outcome).to_line()
                 };
-                // A closed stdout (`| head`): nobody reads on, stop quietly.
-                if sink.write_line(&line).is_err() {
-                    return exit_for(any_failed);
+                match sink.write_line(&line) {
+                    Ok(Ok(())) => {}
+                    // A closed pipe (`| head`): nobody reads on, stop quietly.
+                    Err(_) => return exit_for(any_failed),
+                    // Anything else (a full disk, a closed descriptor) loses
+                    // the record: say so, and stop.
+                    Ok(Err(e)) => {
+                        say!("cannot write a record to {}: {e}", sink.describe());
+                        return EXIT_PROBE_FAILED;
+                    }
                 }
             },
             // The run in flight is abandoned, as the agent does; the exit

@@ -430,6 +430,28 @@ fn human_prints_its_summary_when_interrupted() {
 }
 
 #[test]
+fn a_record_that_cannot_be_written_is_reported_and_fails_the_run() {
+    use std::process::Stdio;
+
+    // A full disk, not a closed pipe: the record is lost, and that must be
+    // said and seen in the exit code even though the probe succeeded.
+    let server = echo_server();
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        return skip_or_fail("no /dev/full to write to");
+    };
+    let output = wsprobe()
+        .args(["probe", &server.url(), "--timeout-ms", "2000"])
+        .stdin(Stdio::null())
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run wsprobe");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot write a record"), "{stderr}");
+}
+
+#[test]
 fn a_reader_that_stops_early_ends_it_quietly() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
