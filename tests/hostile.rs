@@ -1791,33 +1791,27 @@ fn tls_fatal_alert_instead_of_a_reply_is_closed_early() {
         .has_error();
 }
 
-#[test]
-fn a_server_that_reads_nothing_cannot_hold_a_large_send_past_the_deadline() {
-    // 16 MiB is more than loopback's send and receive buffers hold together,
-    // so the write stalls once they are full. The wait for room must end at
-    // the deadline like any other (a socket send timeout ran 1.7 s late).
-    let server = spawn_server(|mut stream, tx| {
-        let Some(accept) = read_upgrade(&mut stream, tx) else {
-            return;
-        };
-        if stream.write_all(good_101(&accept).as_bytes()).is_err() {
-            return;
-        }
-        // Reads nothing, and keeps the connection until the test is over.
-        thread::sleep(Duration::from_secs(10));
-    });
+/// Runs `once` with a 16 MiB `send_message` against `url`, whose server
+/// answers the upgrade and then reads nothing. 16 MiB is more than
+/// loopback's send and receive buffers hold together, so the write stalls
+/// once they are full; the wait for room must end at the deadline like any
+/// other (a socket send timeout ran 1.7 s late). Checks the record and
+/// returns how long the whole run took.
+fn large_send_to_a_non_reader(url: &str, ca_file: Option<&str>) -> Duration {
     let dir = TempDir::new("hostile-no-reader");
     let timeout_ms = 2000;
-    let config = serde_json::json!({
-        "probes": [{
-            "name": "big",
-            "url": server.url(),
-            "interpretation": "round_trip_latency",
-            "send_message": "x".repeat(16 << 20),
-            "expect_message": "never",
-            "timeout_ms": timeout_ms
-        }]
+    let mut probe = serde_json::json!({
+        "name": "big",
+        "url": url,
+        "interpretation": "round_trip_latency",
+        "send_message": "x".repeat(16 << 20),
+        "expect_message": "never",
+        "timeout_ms": timeout_ms
     });
+    if let Some(ca_file) = ca_file {
+        probe["tls"] = serde_json::json!({ "ca_file": ca_file });
+    }
+    let config = serde_json::json!({ "probes": [probe] });
     let path = dir.write("config.json", &config.to_string());
     let run = run(&["once", "-c", path.to_str().unwrap()]);
     let record = run.record();
@@ -1841,9 +1835,53 @@ fn a_server_that_reads_nothing_cannot_hold_a_large_send_past_the_deadline() {
         total < timeout_ms as f64 + 50.0,
         "total_ms {total} passes timeout_ms {timeout_ms}: {record:#?}"
     );
+    run.elapsed
+        .saturating_sub(Duration::from_millis(timeout_ms))
+}
+
+/// How long a stuck run may take past its timeout: start-up with a 16 MiB
+/// config and the teardown, but not the 1 s close wait, which a stuck
+/// connection skips.
+const STUCK_TEARDOWN: Duration = Duration::from_millis(700);
+
+#[test]
+fn a_server_that_reads_nothing_cannot_hold_a_large_send_past_the_deadline() {
+    let server = spawn_server(|mut stream, tx| {
+        let Some(accept) = read_upgrade(&mut stream, tx) else {
+            return;
+        };
+        if stream.write_all(good_101(&accept).as_bytes()).is_err() {
+            return;
+        }
+        // Reads nothing, and keeps the connection until the test is over.
+        thread::sleep(Duration::from_secs(10));
+    });
+    let over = large_send_to_a_non_reader(&server.url(), None);
     assert!(
-        run.elapsed < Duration::from_millis(timeout_ms) + CLOSE_AND_SLACK,
-        "the run took {:?}",
-        run.elapsed
+        over < STUCK_TEARDOWN,
+        "the run ended {over:?} after its timeout"
+    );
+}
+
+#[test]
+fn a_tls_server_that_reads_nothing_cannot_hold_a_large_send_past_the_deadline() {
+    let material = TlsMaterial::generate();
+    let server = tls_server(&material, |tls, tx| {
+        let Some(head) = read_request_head(tls) else {
+            return;
+        };
+        let accept = accept_for_head(&head, tx);
+        if tls.write_all(good_101(&accept).as_bytes()).is_err() {
+            return;
+        }
+        thread::sleep(Duration::from_secs(10));
+    });
+    let ca = material.ca_pem.to_str().expect("utf-8 path");
+    let over = large_send_to_a_non_reader(&wss_url(&server), Some(ca));
+    // No close_notify either: it would queue behind the half-sent frame
+    // and wait out the close's second.
+    assert!(
+        over < STUCK_TEARDOWN,
+        "the run ended {over:?} after its timeout"
     );
 }

@@ -260,7 +260,8 @@ pub fn close(mut ws: WebSocket<Transport>, ending: Ending) -> Option<bool> {
     let clean = match ending {
         Ending::Gone => None,
         Ending::Stuck => {
-            ws.into_inner().shutdown();
+            // Not even a TLS close_notify: it would queue behind the frame.
+            ws.get_mut().tcp().shutdown();
             return Some(false);
         }
         Ending::ServerClosed => {
