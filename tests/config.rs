@@ -841,6 +841,38 @@ fn a_header_value_is_substituted_and_the_url_keeps_the_placeholder() {
 }
 
 #[test]
+fn a_wss_scheme_that_comes_from_a_variable_gets_tls() {
+    // The scheme is read from the URL as expanded: a `${VAR}` that holds a
+    // wss:// URL must never be probed, headers and all, in plain text.
+    let env = |name: &str| match name {
+        "WSPROBE_TEST_URL" => Some("wss://192.0.2.1/feed".to_owned()),
+        "WSPROBE_TEST_SCHEME" => Some("wss".to_owned()),
+        _ => None,
+    };
+    let text = r#"{"probes": [
+        {"name": "whole", "url": "${WSPROBE_TEST_URL}"},
+        {"name": "scheme", "url": "${WSPROBE_TEST_SCHEME}://192.0.2.1/",
+         "tls": {"insecure_skip_verify": true}}]}"#;
+    let config = match config::load_str(text, &env) {
+        Ok(config) => config,
+        Err(errors) => panic!("config refused:\n{}", lines(&errors)),
+    };
+    for name in ["whole", "scheme"] {
+        let p = probe(&config, name);
+        assert!(p.target.secure, "{name}");
+        assert!(p.tls.is_some(), "{name}: a wss:// probe without TLS");
+    }
+    assert!(
+        probe(&config, "scheme")
+            .tls
+            .as_ref()
+            .unwrap()
+            .options
+            .insecure_skip_verify
+    );
+}
+
+#[test]
 fn ca_file_with_a_pem_block_that_is_not_a_certificate_is_refused() {
     let dir = TempDir::new("wsprobe-config-test");
     let key = rcgen::KeyPair::generate().expect("key");

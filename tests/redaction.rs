@@ -286,3 +286,44 @@ fn a_malformed_url_or_header_flag_is_refused_without_quoting_it() {
         assert!(run.stdout.is_empty());
     }
 }
+
+#[test]
+fn a_wss_url_from_a_variable_is_never_probed_in_plain_text() {
+    use std::io::Read;
+    use support::{spawn_server, Event};
+
+    // A plain TCP server on the port: whatever arrives first is reported.
+    // A TLS client's first bytes are a handshake record (0x16), never the
+    // upgrade request with its Authorization header.
+    let server = spawn_server(|mut stream, tx| {
+        let mut first = vec![0u8; 4096];
+        let n = stream.read(&mut first).unwrap_or(0);
+        first.truncate(n);
+        let _ = tx.send(Event::Binary(first));
+    });
+    let url = format!("wss://127.0.0.1:{}/", server.port);
+    let secret = "Bearer plain-text-would-leak-this";
+    let mut cmd = wsprobe();
+    cmd.env("WSPROBE_TEST_WSS_URL", &url).args([
+        "probe",
+        "${WSPROBE_TEST_WSS_URL}",
+        "--header",
+        &format!("Authorization: {secret}"),
+        "--timeout-ms",
+        "2000",
+    ]);
+    let run = run_command(cmd);
+    let first = server.wait_for("the client's first bytes", |event| match event {
+        Event::Binary(bytes) => Some(bytes.clone()),
+        _ => None,
+    });
+    assert_eq!(first.first(), Some(&0x16), "not a TLS record: {first:?}");
+    assert!(!String::from_utf8_lossy(&first).contains("plain-text-would-leak"));
+    let record = run.record();
+    assert_eq!(
+        record.reason.as_deref(),
+        Some("ws_open_failed"),
+        "{record:#?}"
+    );
+    assert_eq!(record.meta.phase.as_deref(), Some("tls"), "{record:#?}");
+}

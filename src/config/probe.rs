@@ -80,7 +80,8 @@ impl Loader<'_> {
                 ),
             );
         }
-        let tls = self.tls_for(&place, object, &fields);
+        let secure = url.as_ref().map(|(target, _)| target.secure);
+        let tls = self.tls_for(&place, object, &fields, secure);
         let route = self.route(&place, &fields, url.as_ref().and_then(|(t, _)| t.ip));
 
         let mut labels = top_labels.clone();
@@ -304,19 +305,27 @@ impl Loader<'_> {
         Some(thresholds)
     }
 
-    /// The TLS client for a `wss://` probe. The scheme is read as written,
-    /// so that the TLS fields are checked even when another part of the URL
-    /// is wrong.
+    /// The TLS client for a `wss://` probe. `secure` is the scheme of the
+    /// URL as expanded (`${URL}` may hold `wss://...`); when the URL did not
+    /// parse, the scheme as written stands in, so that the TLS fields are
+    /// still checked.
     fn tls_for(
         &mut self,
         place: &str,
         object: &Map<String, Value>,
         fields: &Merged,
+        secure: Option<bool>,
     ) -> Option<TlsSetup> {
         let raw_url = object.get("url").and_then(Value::as_str)?;
-        let secure = raw_url
-            .get(..6)
-            .is_some_and(|s| s.eq_ignore_ascii_case("wss://"));
+        let secure = match secure {
+            Some(secure) => secure,
+            // Whatever a variable would have held is unknown: no verdict
+            // on the tls fields beyond the URL's own error.
+            None if raw_url.contains("${") => return None,
+            None => raw_url
+                .get(..6)
+                .is_some_and(|s| s.eq_ignore_ascii_case("wss://")),
+        };
         if !secure {
             if fields.own.tls_set {
                 self.error(place, "tls", "only wss:// probes take it");

@@ -69,9 +69,17 @@ fn run_phases(spec: &ProbeSpec, deadline: &Deadline, out: &mut Outcome) -> Resul
         Err(failure) => return finish(out, Err(failure)),
     };
 
-    let transport = match &spec.tls {
-        None => Transport::Plain(stream),
-        Some(setup) => {
+    let transport = match (&spec.tls, spec.target.secure) {
+        (None, false) => Transport::Plain(stream),
+        // Never plaintext for a wss:// URL, whatever built the spec.
+        (None, true) => {
+            let failure = Failure::open_failed(
+                Phase::Tls,
+                "internal error: a wss:// probe without a TLS setup",
+            );
+            return finish(out, Err(failure));
+        }
+        (Some(setup), _) => {
             let mark = Instant::now();
             out.meta.tls_verified = Some(!setup.options.insecure_skip_verify);
             // Prepared during the connect's first wait; made here only if
