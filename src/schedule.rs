@@ -35,6 +35,10 @@ pub const PROBE_STACK: usize = 256 * 1024;
 /// The first run starts at a random point in [0, min(interval, this)).
 const MAX_START_SPREAD: Duration = Duration::from_secs(5);
 
+/// How late a run may start and still count for its tick (`next_tick`).
+/// It keeps its tick's deadline, so it has at most this much less time.
+pub const TICK_GRACE: Duration = Duration::from_millis(20);
+
 /// Lines waiting for the writer before probe threads wait for it.
 const LINE_QUEUE: usize = 1024;
 
@@ -249,7 +253,14 @@ fn probe_loop(spec: &ProbeSpec, stop: &Receiver<()>, lines: &Sender<ToWriter>) {
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             _ => return,
         }
-        let outcome = probe::run_guarded(spec);
+        // The deadline counts from the tick, not from the start: a run
+        // that starts a little late (see `next_tick`) does not push the
+        // next one later still. Its close gives way to the next tick.
+        let window = probe::Window {
+            deadline: next + spec.timeout,
+            close_by: Some(next + spec.interval),
+        };
+        let outcome = probe::run_guarded_in(spec, window);
         let line = Record::new(spec, &outcome).to_line();
         if lines.send(ToWriter::Line(line)).is_err() {
             return;
@@ -261,10 +272,13 @@ fn probe_loop(spec: &ProbeSpec, stop: &Receiver<()>, lines: &Sender<ToWriter>) {
 }
 
 /// The next start at a fixed rate from `previous`, skipping the ticks a
-/// long run overran: runs never stack up and never drift.
+/// long run overran: runs never stack up and never drift. A tick passed by
+/// no more than `TICK_GRACE` still runs, at once: with `interval_ms` equal
+/// to `timeout_ms` a run that times out ends just past the next tick, and
+/// skipping it would halve the records of an endpoint that is down.
 pub fn next_tick(previous: Instant, interval: Duration, now: Instant) -> Instant {
     let next = previous + interval;
-    if next > now {
+    if next + TICK_GRACE > now {
         return next;
     }
     let behind = now.duration_since(next).as_nanos();
@@ -418,7 +432,17 @@ mod tests {
         let second = Duration::from_secs(1);
         let late = t0 + Duration::from_millis(3500);
         assert_eq!(next_tick(t0, second, late), t0 + 4 * second);
-        assert_eq!(next_tick(t0, second, t0 + second), t0 + 2 * second);
+        let past_grace = t0 + second + TICK_GRACE;
+        assert_eq!(next_tick(t0, second, past_grace), t0 + 2 * second);
+    }
+
+    #[test]
+    fn a_tick_passed_by_less_than_the_grace_still_runs() {
+        // interval_ms = timeout_ms: a timed-out run ends just past the tick.
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        let just_past = t0 + second + Duration::from_millis(2);
+        assert_eq!(next_tick(t0, second, just_past), t0 + second);
     }
 
     #[test]

@@ -529,6 +529,84 @@ fn one_probe_runs_at_a_fixed_rate_after_a_random_start() {
     }
 }
 
+#[test]
+fn a_down_endpoint_with_interval_equal_to_timeout_keeps_its_rate() {
+    // interval_ms = timeout_ms, as the contract allows: each run times out
+    // and ends just past the next tick. Skipping that tick would halve the
+    // records of exactly the endpoint that is down.
+    let (silent, _accepted) = silent_server();
+    let dir = TempDir::new("wsprobe-agent-test-down-rate");
+    let cfg = config_file(
+        &dir,
+        &config(vec![probe("down", &silent.url(), 1000, 1000)], "-"),
+    );
+    let mut agent = Agent::start(&cfg);
+    agent.wait_started();
+    let records = agent.records_for(Duration::from_millis(6500));
+    let (_, stderr) = agent.terminate();
+
+    let ts = times_of(&records, "down");
+    for record in &records {
+        assert_eq!(
+            record.reason.as_deref(),
+            Some("ws_handshake_timeout"),
+            "{record:#?}"
+        );
+    }
+    // The first run starts within 1 s and ends 1 s later: 5 or 6 records
+    // in 6.5 s at the full rate, 3 when every other tick is skipped.
+    assert!(
+        ts.len() >= 5,
+        "{} records in 6.5 s: {:?}\nstderr:\n{stderr}",
+        ts.len(),
+        summary(&records)
+    );
+    assert_fixed_rate("down", &ts, 1000);
+}
+
+#[test]
+fn the_close_after_a_reply_timeout_gives_way_to_the_next_tick() {
+    // Opens, never replies, never answers a Close: the close's own second
+    // would push every run past the next tick when interval = timeout.
+    let server = spawn_server(|stream, tx| {
+        let Some(mut ws) = ws_accept(stream, tx, |_, _| {}) else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = ws.get_mut().read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    let dir = TempDir::new("wsprobe-agent-test-close-gives-way");
+    let mut mute = probe("mute", &server.url(), 1000, 1000);
+    mute["interpretation"] = json!("round_trip_latency");
+    mute["send_message"] = json!("ping");
+    let cfg = config_file(&dir, &config(vec![mute], "-"));
+    let mut agent = Agent::start(&cfg);
+    agent.wait_started();
+    let records = agent.records_for(Duration::from_millis(6500));
+    let (_, stderr) = agent.terminate();
+
+    let ts = times_of(&records, "mute");
+    for record in &records {
+        assert_eq!(
+            record.reason.as_deref(),
+            Some("ws_reply_timeout"),
+            "{record:#?}"
+        );
+        assert_eq!(record.meta.close_clean, Some(false), "{record:#?}");
+    }
+    assert!(
+        ts.len() >= 5,
+        "{} records in 6.5 s: {:?}\nstderr:\n{stderr}",
+        ts.len(),
+        summary(&records)
+    );
+    assert_fixed_rate("mute", &ts, 1000);
+}
+
 // ---------------------------------------------------------------------------
 // SIGTERM / SIGINT
 // ---------------------------------------------------------------------------

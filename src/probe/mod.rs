@@ -19,18 +19,49 @@ use self::ws::Transport;
 use crate::outcome::{Failure, Outcome, Phase};
 use crate::spec::ProbeSpec;
 
+/// When a run must be over.
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    /// The end of the measured part: `timeout_ms` after the run's start,
+    /// or, in the agent, after the tick it was scheduled for.
+    pub deadline: Instant,
+    /// When the close afterwards must be over too (the agent's next tick),
+    /// if sooner than its own second.
+    pub close_by: Option<Instant>,
+}
+
+impl Window {
+    /// A one-off run from now: `timeout_ms`, then a full close.
+    pub fn from_now(spec: &ProbeSpec) -> Self {
+        Window {
+            deadline: Instant::now() + spec.timeout,
+            close_by: None,
+        }
+    }
+}
+
 /// Runs the probe once. Never panics on anything a server does; a failure
 /// is part of the outcome.
 pub fn run(spec: &ProbeSpec) -> Outcome {
+    run_in(spec, Window::from_now(spec))
+}
+
+/// `run` within `window`.
+pub fn run_in(spec: &ProbeSpec, window: Window) -> Outcome {
     let mut outcome = Outcome::begin();
-    let deadline = Deadline::at(outcome.started + spec.timeout);
-    if let Err(failure) = run_phases(spec, &deadline, &mut outcome) {
+    let deadline = Deadline::at(window.deadline);
+    if let Err(failure) = run_phases(spec, &deadline, window.close_by, &mut outcome) {
         outcome.fail(failure);
     }
     outcome
 }
 
-fn run_phases(spec: &ProbeSpec, deadline: &Deadline, out: &mut Outcome) -> Result<(), Failure> {
+fn run_phases(
+    spec: &ProbeSpec,
+    deadline: &Deadline,
+    close_by: Option<Instant>,
+    out: &mut Outcome,
+) -> Result<(), Failure> {
     let start = out.started;
     let since = |from: Instant| Instant::now().saturating_duration_since(from);
     let finish = |out: &mut Outcome, result| {
@@ -107,7 +138,8 @@ fn run_phases(spec: &ProbeSpec, deadline: &Deadline, out: &mut Outcome) -> Resul
     // The last read may have returned just after the deadline: too late.
     if deadline.has_passed() {
         out.timings.total = Some(since(start));
-        out.meta.close_clean = ws::close(socket, ws::Ending::Close(ws::CloseCode::Normal));
+        out.meta.close_clean =
+            ws::close(socket, ws::Ending::Close(ws::CloseCode::Normal), close_by);
         return Err(Failure::handshake_timeout(Phase::Upgrade));
     }
     out.opened = true;
@@ -140,7 +172,7 @@ fn run_phases(spec: &ProbeSpec, deadline: &Deadline, out: &mut Outcome) -> Resul
     if out.timings.total.is_none() {
         out.timings.total = Some(since(start));
     }
-    out.meta.close_clean = ws::close(socket, ending);
+    out.meta.close_clean = ws::close(socket, ending, close_by);
     result
 }
 
@@ -157,7 +189,12 @@ pub(crate) fn clip(text: &str, max: usize) -> String {
 /// `run`, with a panic turned into a failed outcome: a bug met by one
 /// probe must not take the agent, or the other probes, down.
 pub fn run_guarded(spec: &ProbeSpec) -> Outcome {
-    guarded(|| run(spec))
+    run_guarded_in(spec, Window::from_now(spec))
+}
+
+/// `run_guarded` within `window`.
+pub fn run_guarded_in(spec: &ProbeSpec, window: Window) -> Outcome {
+    guarded(|| run_in(spec, window))
 }
 
 fn guarded(run: impl FnOnce() -> Outcome) -> Outcome {

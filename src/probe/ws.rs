@@ -253,9 +253,15 @@ fn read_failure(error: Error, skipped: u64, meta: &mut Meta) -> (Failure, Ending
 /// The close has its own deadline after the measured interval, so it never
 /// changes the value. After the Close handshake the server is given the rest
 /// of that time to end TCP first (RFC 6455 section 7.1.1), which keeps the
-/// TIME_WAIT state on its side rather than on the router's.
-pub fn close(mut ws: WebSocket<Transport>, ending: Ending) -> Option<bool> {
-    let deadline = Deadline::after(CLOSE_WAIT);
+/// TIME_WAIT state on its side rather than on the router's. `close_by`, if
+/// given, cuts that second short: the agent's next run does not wait.
+pub fn close(
+    mut ws: WebSocket<Transport>,
+    ending: Ending,
+    close_by: Option<Instant>,
+) -> Option<bool> {
+    let end = Instant::now() + CLOSE_WAIT;
+    let deadline = Deadline::at(close_by.map_or(end, |by| by.min(end)));
     ws.get_mut().tcp().set_deadline(deadline);
     let clean = match ending {
         Ending::Gone => None,
