@@ -979,3 +979,32 @@ fn a_ca_file_replaced_under_the_same_path_changes_the_probe() {
         "a new CA is a changed probe"
     );
 }
+
+#[test]
+fn a_field_reported_wrong_brings_no_follow_on_errors() {
+    // The wrong timeout_ms is not compared with interval_ms as if it were
+    // the default; a typo in interpretation does not make send_message
+    // and expect_message out of place.
+    for (text, only) in [
+        (
+            r#"{"probes": [{"name": "p", "url": "ws://192.0.2.1/",
+                "interval_ms": 1000, "timeout_ms": 50000}]}"#,
+            "timeout_ms",
+        ),
+        (
+            r#"{"defaults": {"timeout_ms": "soon"},
+                "probes": [{"name": "p", "url": "ws://192.0.2.1/", "interval_ms": 1000}]}"#,
+            "timeout_ms",
+        ),
+        (
+            r#"{"probes": [{"name": "p", "url": "ws://192.0.2.1/",
+                "interpretation": "round_trip", "send_message": "ping",
+                "expect_message": "pong"}]}"#,
+            "interpretation",
+        ),
+    ] {
+        let errors = load_errors(text);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(errors[0].contains(only), "{errors:#?}");
+    }
+}

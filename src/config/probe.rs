@@ -64,13 +64,24 @@ impl Loader<'_> {
             .get(|f| &f.interpretation)
             .unwrap_or(Interpretation::HandshakeLatency);
 
-        let exchange = self.exchange(&place, object, &fields, interpretation);
-        let thresholds = self.thresholds_for(&place, &fields, interpretation);
+        // A field already reported wrong stands in as its default below;
+        // the rules that tie it to other fields would only add errors
+        // that are not there (a typo in `interpretation` is no reason to
+        // call `send_message` out of place).
+        let (exchange, thresholds) = if self.erred(&place, "interpretation") {
+            (None, None)
+        } else {
+            (
+                self.exchange(&place, object, &fields, interpretation),
+                self.thresholds_for(&place, &fields, interpretation),
+            )
+        };
         let timeout_ms = fields.get(|f| &f.timeout_ms).unwrap_or(DEFAULT_TIMEOUT_MS);
         let interval_ms = fields
             .get(|f| &f.interval_ms)
             .unwrap_or(DEFAULT_INTERVAL_MS);
-        if check_interval && interval_ms < timeout_ms {
+        let timing_erred = self.erred(&place, "timeout_ms") || self.erred(&place, "interval_ms");
+        if check_interval && !timing_erred && interval_ms < timeout_ms {
             self.error(
                 &place,
                 "interval_ms",
@@ -303,6 +314,13 @@ impl Loader<'_> {
             );
         }
         Some(thresholds)
+    }
+
+    /// Whether `field` was reported wrong for this probe or in `defaults`.
+    fn erred(&self, place: &str, field: &str) -> bool {
+        self.errors
+            .iter()
+            .any(|e| e.field == field && (e.place == place || e.place == "defaults"))
     }
 
     /// The TLS client for a `wss://` probe. `secure` is the scheme of the

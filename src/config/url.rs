@@ -76,6 +76,9 @@ pub fn parse_url(raw: &str) -> Result<Target, (String, Option<String>)> {
             return Err(plain("has a host with characters a host name cannot have"));
         }
         let ip = host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4);
+        if ip.is_none() {
+            check_host_name(host).map_err(|m| plain(&m))?;
+        }
         (host.to_ascii_lowercase(), ip, port)
     };
     let port = match port_text {
@@ -108,6 +111,34 @@ pub fn parse_url(raw: &str) -> Result<Target, (String, Option<String>)> {
     Ok(target)
 }
 
+/// A host name's labels (RFC 1123 section 2.1, with `_` as resolvers
+/// allow it): none empty, none with a `-` at an end, and a last label that
+/// is not all digits, so `999.1.1.1` is no name but a bad IPv4 address. One
+/// trailing dot (the root) is allowed.
+fn check_host_name(host: &str) -> Result<(), String> {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let labels: Vec<&str> = name.split('.').collect();
+    if labels.iter().any(|label| label.is_empty()) {
+        return Err("has a host name with an empty label (\"..\" or a leading dot)".into());
+    }
+    if labels
+        .iter()
+        .any(|label| label.starts_with('-') || label.ends_with('-'))
+    {
+        return Err("has a host name with a label that starts or ends with \"-\"".into());
+    }
+    if labels.iter().any(|label| label.len() > 63) || name.len() > 253 {
+        return Err("has a host name longer than DNS allows (63 per label, 253 in all)".into());
+    }
+    if labels
+        .last()
+        .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err("has a host that is neither an IPv4 address nor a name".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +154,15 @@ mod tests {
         let t = parse_url("ws://[::1]:9000").unwrap();
         assert_eq!(t.ip, Some("::1".parse().unwrap()));
         assert_eq!(t.request_url(), "ws://[::1]:9000/");
+        for name in [
+            "example.com.",
+            "my_host.lan",
+            "1a.example",
+            "xn--bcher-kva.example",
+        ] {
+            let url = format!("ws://{name}/");
+            assert!(parse_url(&url).is_ok(), "{url}");
+        }
         let t = parse_url("ws://10.0.0.1?q").unwrap();
         assert_eq!((t.port, t.path_and_query.as_str()), (80, "/?q"));
     }
@@ -134,6 +174,13 @@ mod tests {
             "ws://h/#frag",
             "ws://h:99999/",
             "ws://h:0/",
+            "ws://../",
+            "ws://-/",
+            "ws://a..b/",
+            "ws://-a.example/",
+            "ws://a-.example/",
+            "ws://999.1.1.1/",
+            "ws://1.2.3/",
             "ws://:80/",
             "ws:///x",
             "ws://h /",
