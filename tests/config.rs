@@ -891,24 +891,6 @@ fn ca_file_with_a_pem_block_that_is_not_a_certificate_is_refused() {
 }
 
 #[test]
-fn defaults_tls_ca_file_is_checked_for_the_wss_probes_it_reaches() {
-    let errors = load_errors(
-        r#"{
-          "defaults": {"tls": {"ca_file": "/nonexistent/wsprobe-test-ca.pem"}},
-          "probes": [
-            {"name": "plain", "url": "ws://192.0.2.1/"},
-            {"name": "secure", "url": "wss://192.0.2.1/"}
-          ]
-        }"#,
-    );
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(
-        errors[0].starts_with("probe \"secure\": tls.ca_file: cannot read /nonexistent/"),
-        "{errors:?}"
-    );
-}
-
-#[test]
 fn interval_from_defaults_is_checked_against_each_probe_timeout() {
     let errors = load_errors(
         r#"{
@@ -1006,5 +988,26 @@ fn a_field_reported_wrong_brings_no_follow_on_errors() {
         let errors = load_errors(text);
         assert_eq!(errors.len(), 1, "{errors:#?}");
         assert!(errors[0].contains(only), "{errors:#?}");
+    }
+}
+
+#[test]
+fn a_wrong_ca_file_in_defaults_is_reported_once_at_defaults() {
+    // Whether the probes are ws:// only (the file is not used yet) or
+    // several wss:// ones (each would take it): one error, at defaults.
+    for probes in [
+        r#"[{"name": "a", "url": "ws://192.0.2.1/"}]"#,
+        r#"[{"name": "a", "url": "wss://192.0.2.1/"}, {"name": "b", "url": "wss://192.0.2.2/"}]"#,
+    ] {
+        let text = format!(
+            r#"{{"defaults": {{"tls": {{"ca_file": "/nonexistent/wsprobe-ca.pem"}}}},
+                "probes": {probes}}}"#
+        );
+        let errors = load_errors(&text);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("defaults: tls.ca_file"),
+            "{errors:#?}"
+        );
     }
 }

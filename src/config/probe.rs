@@ -363,6 +363,10 @@ impl Loader<'_> {
         }
         match self.tls.setup(&options) {
             Ok(setup) => Some(setup),
+            // Reported once, at defaults.
+            Err(_) if fields.own.tls_ca_file.is_none() && self.erred("defaults", "tls.ca_file") => {
+                None
+            }
             Err(message) => {
                 self.error(place, "tls.ca_file", message);
                 None
