@@ -1011,3 +1011,22 @@ fn a_wrong_ca_file_in_defaults_is_reported_once_at_defaults() {
         );
     }
 }
+
+#[test]
+fn a_byte_order_mark_is_ignored_and_a_file_that_is_not_utf8_is_named_so() {
+    let with_bom = "\u{feff}{\"probes\": [{\"name\": \"p\", \"url\": \"ws://192.0.2.1/\"}]}";
+    assert_eq!(load(with_bom).probes.len(), 1);
+
+    let dir = TempDir::new("wsprobe-config-test");
+    let path = dir.join("latin1.json");
+    std::fs::write(&path, b"{\"probes\": [{\"name\": \"\xe9\"}]}").expect("write");
+    let errors = match config::load_file(&path, &no_env) {
+        Ok(config) => panic!("accepted: {:#?}", config.probes),
+        Err(errors) => errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    };
+    assert_eq!(
+        errors,
+        ["the file: is not UTF-8 text (save it as UTF-8)"],
+        "{errors:#?}"
+    );
+}

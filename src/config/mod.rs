@@ -115,11 +115,20 @@ pub fn process_env(name: &str) -> Option<String> {
 /// Loads and validates a config file.
 pub fn load_file(path: &Path, env: Env) -> Result<Config, Vec<ConfigError>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
+        let (message, hint) = if e.kind() == std::io::ErrorKind::InvalidData {
+            (
+                "is not UTF-8 text".to_owned(),
+                Some("save it as UTF-8".to_owned()),
+            )
+        } else {
+            (format!("cannot be read: {e}"), None)
+        };
+        // The caller names the file; the place says what of it is wrong.
         vec![ConfigError {
-            place: path.display().to_string(),
+            place: "the file".to_owned(),
             field: String::new(),
-            message: format!("cannot read: {e}"),
-            hint: None,
+            message,
+            hint,
         }]
     })?;
     load_str(&text, env)
@@ -127,6 +136,9 @@ pub fn load_file(path: &Path, env: Env) -> Result<Config, Vec<ConfigError>> {
 
 /// Validates a config given as text.
 pub fn load_str(text: &str, env: Env) -> Result<Config, Vec<ConfigError>> {
+    // A byte order mark (editors on Windows write one) is ignored, as RFC
+    // 8259 section 8.1 allows.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let root: Value = serde_json::from_str(text).map_err(|e| {
         vec![ConfigError {
             place: format!("line {} column {}", e.line(), e.column()),
