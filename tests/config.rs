@@ -1030,3 +1030,21 @@ fn a_byte_order_mark_is_ignored_and_a_file_that_is_not_utf8_is_named_so() {
         "{errors:#?}"
     );
 }
+
+#[test]
+fn a_probe_without_a_url_still_has_its_ca_file_checked() {
+    let errors = load_errors(
+        r#"{"probes": [{"name": "p", "tls": {"ca_file": "/nonexistent/wsprobe-ca.pem"}}]}"#,
+    );
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(
+        errors.iter().any(|e| e.starts_with("probe \"p\": url:")),
+        "{errors:#?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("probe \"p\": tls.ca_file:")),
+        "{errors:#?}"
+    );
+}

@@ -334,7 +334,20 @@ impl Loader<'_> {
         fields: &Merged,
         secure: Option<bool>,
     ) -> Option<TlsSetup> {
-        let raw_url = object.get("url").and_then(Value::as_str)?;
+        let Some(raw_url) = object.get("url").and_then(Value::as_str) else {
+            // No URL to say whether TLS applies; a CA file of the probe's
+            // own is still checked, so `check` lists that problem too.
+            if let Some(path) = &fields.own.tls_ca_file {
+                let options = TlsOptions {
+                    ca_file: Some(path.clone()),
+                    ..TlsOptions::default()
+                };
+                if let Err(message) = self.tls.setup(&options) {
+                    self.error(place, "tls.ca_file", message);
+                }
+            }
+            return None;
+        };
         let secure = match secure {
             Some(secure) => secure,
             // Whatever a variable would have held is unknown: no verdict
