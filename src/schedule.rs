@@ -261,6 +261,11 @@ fn probe_loop(spec: &ProbeSpec, stop: &Receiver<()>, lines: &Sender<ToWriter>) {
             close_by: Some(next + spec.interval),
         };
         let outcome = probe::run_guarded_in(spec, window);
+        // Removed or changed by a reload while it ran: the record belongs
+        // to a probe that is no longer configured.
+        if let Err(crossbeam_channel::TryRecvError::Disconnected) = stop.try_recv() {
+            return;
+        }
         let line = Record::new(spec, &outcome).to_line();
         if lines.send(ToWriter::Line(line)).is_err() {
             return;
