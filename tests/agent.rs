@@ -564,20 +564,54 @@ fn a_down_endpoint_with_interval_equal_to_timeout_keeps_its_rate() {
     assert_fixed_rate("down", &ts, 1000);
 }
 
+/// The opcodes of the whole client frames (masked, as a client's are) in
+/// `bytes`.
+fn client_opcodes(bytes: &[u8]) -> Vec<u8> {
+    let mut opcodes = Vec::new();
+    let mut at = 0;
+    while at + 2 <= bytes.len() {
+        let (len, header) = match bytes[at + 1] & 0x7f {
+            126 if at + 4 <= bytes.len() => (
+                u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]) as usize,
+                4,
+            ),
+            127 if at + 10 <= bytes.len() => {
+                let mut size = [0u8; 8];
+                size.copy_from_slice(&bytes[at + 2..at + 10]);
+                (u64::from_be_bytes(size) as usize, 10)
+            }
+            126 | 127 => break,
+            short => (short as usize, 2),
+        };
+        let end = at + header + 4 + len;
+        if end > bytes.len() {
+            break;
+        }
+        opcodes.push(bytes[at] & 0x0f);
+        at = end;
+    }
+    opcodes
+}
+
 #[test]
 fn the_close_after_a_reply_timeout_gives_way_to_the_next_tick() {
     // Opens, never replies, never answers a Close: the close's own second
     // would push every run past the next tick when interval = timeout.
+    // It reads raw bytes, and at the end reports the opcodes of the
+    // frames it got: the Close must still be sent, only not waited for.
     let server = spawn_server(|stream, tx| {
         let Some(mut ws) = ws_accept(stream, tx, |_, _| {}) else {
             return;
         };
+        let mut got = Vec::new();
         let mut buf = [0u8; 4096];
         while let Ok(n) = ws.get_mut().read(&mut buf) {
             if n == 0 {
                 break;
             }
+            got.extend_from_slice(&buf[..n]);
         }
+        let _ = tx.send(Event::Binary(client_opcodes(&got)));
     });
     let dir = TempDir::new("wsprobe-agent-test-close-gives-way");
     let mut mute = probe("mute", &server.url(), 1000, 1000);
@@ -588,6 +622,21 @@ fn the_close_after_a_reply_timeout_gives_way_to_the_next_tick() {
     agent.wait_started();
     let records = agent.records_for(Duration::from_millis(6500));
     let (_, stderr) = agent.terminate();
+
+    let ended: Vec<Vec<u8>> = server
+        .drain()
+        .into_iter()
+        .filter_map(|event| match event {
+            Event::Binary(opcodes) => Some(opcodes),
+            _ => None,
+        })
+        .collect();
+    // The run in flight at the SIGTERM is abandoned without a Close.
+    let without_close = ended.iter().filter(|ops| !ops.contains(&0x8)).count();
+    assert!(
+        ended.len() >= 4 && without_close <= 1,
+        "opcodes per connection: {ended:?}"
+    );
 
     let ts = times_of(&records, "mute");
     for record in &records {

@@ -80,6 +80,12 @@ impl DeadlineStream {
         let _ = self.tcp.shutdown(Shutdown::Both);
     }
 
+    /// Ends the connection with a reset: unsent bytes are dropped at once.
+    pub fn reset(&self) {
+        let _ = socket2::SockRef::from(&self.tcp).set_linger(Some(Duration::ZERO));
+        self.shutdown();
+    }
+
     /// Waits until the socket is ready for `events` or the deadline passes.
     fn wait_for(&self, events: libc::c_short) -> io::Result<()> {
         loop {
@@ -137,11 +143,15 @@ impl Write for DeadlineStream {
                 return Ok(sent);
             }
             let error = io::Error::last_os_error();
-            if !matches!(
-                error.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            ) {
-                return Err(error);
+            match error.kind() {
+                io::ErrorKind::Interrupted => {}
+                // Writable by poll, yet refused: the kernel is short of
+                // socket memory. Back off rather than spin to the deadline.
+                io::ErrorKind::WouldBlock => {
+                    let left = self.deadline.remaining_io()?;
+                    std::thread::sleep(left.min(Duration::from_millis(2)));
+                }
+                _ => return Err(error),
             }
         }
     }

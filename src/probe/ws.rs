@@ -18,6 +18,11 @@ use crate::spec::{Exchange, ProbeSpec};
 /// How long the server gets to answer our Close, after the measurement.
 pub const CLOSE_WAIT: Duration = Duration::from_millis(1000);
 
+/// The least time the close keeps when it must end by the agent's next
+/// tick: enough to write our Close frame and close_notify, well inside
+/// the tick's grace (`schedule::TICK_GRACE`).
+pub const CLOSE_FLOOR: Duration = Duration::from_millis(5);
+
 /// `meta.last_reply` is cut to this many bytes.
 const LAST_REPLY_MAX: usize = 256;
 
@@ -121,7 +126,7 @@ pub fn exchange(
                 Reason::WsReplyTimeout,
                 None,
                 "the message could not be written within the timeout: the server is not \
-                 reading",
+                 reading it (or not fast enough)",
             );
             return Err((failure, Ending::Stuck));
         }
@@ -254,20 +259,26 @@ fn read_failure(error: Error, skipped: u64, meta: &mut Meta) -> (Failure, Ending
 /// changes the value. After the Close handshake the server is given the rest
 /// of that time to end TCP first (RFC 6455 section 7.1.1), which keeps the
 /// TIME_WAIT state on its side rather than on the router's. `close_by`, if
-/// given, cuts that second short: the agent's next run does not wait.
+/// given, cuts that second short: the agent's next run does not wait. It
+/// never leaves less than `CLOSE_FLOOR`, so our Close frame and TLS
+/// close_notify still go out.
 pub fn close(
     mut ws: WebSocket<Transport>,
     ending: Ending,
     close_by: Option<Instant>,
 ) -> Option<bool> {
-    let end = Instant::now() + CLOSE_WAIT;
-    let deadline = Deadline::at(close_by.map_or(end, |by| by.min(end)));
+    let now = Instant::now();
+    let end = now + CLOSE_WAIT;
+    let end = close_by.map_or(end, |by| by.clamp(now + CLOSE_FLOOR, end));
+    let deadline = Deadline::at(end);
     ws.get_mut().tcp().set_deadline(deadline);
     let clean = match ending {
         Ending::Gone => None,
         Ending::Stuck => {
             // Not even a TLS close_notify: it would queue behind the frame.
-            ws.get_mut().tcp().shutdown();
+            // A reset, not a FIN, so the kernel drops the unsent bytes now
+            // rather than keep them for a peer that reads nothing.
+            ws.get_mut().tcp().reset();
             return Some(false);
         }
         Ending::ServerClosed => {
