@@ -1048,3 +1048,33 @@ fn a_probe_without_a_url_still_has_its_ca_file_checked() {
         "{errors:#?}"
     );
 }
+
+#[test]
+fn a_field_reported_wrong_does_not_hide_the_problems_of_others() {
+    // Only the rules tied to the wrong value are spared; a probe that sets
+    // its own value is checked in full whatever defaults got wrong.
+    for (text, count) in [
+        (
+            r#"{"defaults": {"interpretation": "bogus"},
+                "probes": [{"name": "p", "url": "ws://192.0.2.1/",
+                  "interpretation": "round_trip_latency",
+                  "thresholds": {"healthy_below": 500, "unhealthy_above": 100}}]}"#,
+            3,
+        ),
+        (
+            r#"{"defaults": {"timeout_ms": 5},
+                "probes": [{"name": "p", "url": "ws://192.0.2.1/",
+                  "timeout_ms": 20000, "interval_ms": 5000}]}"#,
+            2,
+        ),
+        (
+            r#"{"probes": [{"name": "p", "url": "ws://192.0.2.1/",
+                "interpretation": "handshake",
+                "thresholds": {"healthy_below": 500, "unhealthy_above": 100}}]}"#,
+            2,
+        ),
+    ] {
+        let errors = load_errors(text);
+        assert_eq!(errors.len(), count, "{errors:#?}");
+    }
+}

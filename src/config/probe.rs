@@ -60,28 +60,28 @@ impl Loader<'_> {
             defaults,
         };
         let url = self.probe_url(&place, object);
-        let interpretation = fields
-            .get(|f| &f.interpretation)
-            .unwrap_or(Interpretation::HandshakeLatency);
+        // One already reported wrong stands in as the likeliest intent, so
+        // that the rules tied to it add no errors that are not there (a
+        // typo in "round_trip_latency" is no reason to call send_message
+        // out of place), and the rules that are not tied to it still run.
+        let interpretation = fields.get(|f| &f.interpretation).unwrap_or(
+            if self.broken(&place, object, "interpretation") && fields.own.send_message.is_some() {
+                Interpretation::RoundTripLatency
+            } else {
+                Interpretation::HandshakeLatency
+            },
+        );
 
-        // A field already reported wrong stands in as its default below;
-        // the rules that tie it to other fields would only add errors
-        // that are not there (a typo in `interpretation` is no reason to
-        // call `send_message` out of place).
-        let (exchange, thresholds) = if self.erred(&place, "interpretation") {
-            (None, None)
-        } else {
-            (
-                self.exchange(&place, object, &fields, interpretation),
-                self.thresholds_for(&place, &fields, interpretation),
-            )
-        };
+        let exchange = self.exchange(&place, object, &fields, interpretation);
+        let thresholds = self.thresholds_for(&place, &fields, interpretation);
         let timeout_ms = fields.get(|f| &f.timeout_ms).unwrap_or(DEFAULT_TIMEOUT_MS);
         let interval_ms = fields
             .get(|f| &f.interval_ms)
             .unwrap_or(DEFAULT_INTERVAL_MS);
-        let timing_erred = self.erred(&place, "timeout_ms") || self.erred(&place, "interval_ms");
-        if check_interval && !timing_erred && interval_ms < timeout_ms {
+        // A value reported wrong is not compared as if it were the default.
+        let timing_broken =
+            self.broken(&place, object, "timeout_ms") || self.broken(&place, object, "interval_ms");
+        if check_interval && !timing_broken && interval_ms < timeout_ms {
             self.error(
                 &place,
                 "interval_ms",
@@ -316,11 +316,21 @@ impl Loader<'_> {
         Some(thresholds)
     }
 
-    /// Whether `field` was reported wrong for this probe or in `defaults`.
+    /// Whether `field` was reported wrong at `place`.
     fn erred(&self, place: &str, field: &str) -> bool {
         self.errors
             .iter()
-            .any(|e| e.field == field && (e.place == place || e.place == "defaults"))
+            .any(|e| e.field == field && e.place == place)
+    }
+
+    /// Whether the value this probe takes for `field` was reported wrong:
+    /// its own if it sets one, else that of `defaults`.
+    fn broken(&self, place: &str, object: &Map<String, Value>, field: &str) -> bool {
+        if object.contains_key(field) {
+            self.erred(place, field)
+        } else {
+            self.erred("defaults", field)
+        }
     }
 
     /// The TLS client for a `wss://` probe. `secure` is the scheme of the
