@@ -1033,20 +1033,17 @@ fn a_byte_order_mark_is_ignored_and_a_file_that_is_not_utf8_is_named_so() {
 
 #[test]
 fn a_probe_without_a_url_still_has_its_ca_file_checked() {
-    let errors = load_errors(
-        r#"{"probes": [{"name": "p", "tls": {"ca_file": "/nonexistent/wsprobe-ca.pem"}}]}"#,
-    );
-    assert_eq!(errors.len(), 2, "{errors:#?}");
-    assert!(
-        errors.iter().any(|e| e.starts_with("probe \"p\": url:")),
-        "{errors:#?}"
-    );
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.starts_with("probe \"p\": tls.ca_file:")),
-        "{errors:#?}"
-    );
+    // Missing, and from a variable that is not set: either way nothing
+    // says whether TLS applies, and the CA file is checked all the same.
+    for url in ["", r#""url": "${WSPROBE_TEST_UNSET}", "#] {
+        let errors = load_errors(&format!(
+            r#"{{"probes": [{{"name": "p", {url}"tls": {{"ca_file": "/nonexistent/ca.pem"}}}}]}}"#
+        ));
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        let has = |prefix: &str| errors.iter().any(|e| e.starts_with(prefix));
+        assert!(has("probe \"p\": url:"), "{errors:#?}");
+        assert!(has("probe \"p\": tls.ca_file:"), "{errors:#?}");
+    }
 }
 
 #[test]

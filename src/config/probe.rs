@@ -316,6 +316,20 @@ impl Loader<'_> {
         Some(thresholds)
     }
 
+    /// With no URL to say whether TLS applies, a CA file of the probe's own
+    /// is still read, so that `check` lists that problem too.
+    fn check_own_ca_file(&mut self, place: &str, fields: &Merged) {
+        if let Some(path) = &fields.own.tls_ca_file {
+            let options = TlsOptions {
+                ca_file: Some(path.clone()),
+                ..TlsOptions::default()
+            };
+            if let Err(message) = self.tls.setup(&options) {
+                self.error(place, "tls.ca_file", message);
+            }
+        }
+    }
+
     /// Whether `field` was reported wrong at `place`.
     fn erred(&self, place: &str, field: &str) -> bool {
         self.errors
@@ -345,24 +359,17 @@ impl Loader<'_> {
         secure: Option<bool>,
     ) -> Option<TlsSetup> {
         let Some(raw_url) = object.get("url").and_then(Value::as_str) else {
-            // No URL to say whether TLS applies; a CA file of the probe's
-            // own is still checked, so `check` lists that problem too.
-            if let Some(path) = &fields.own.tls_ca_file {
-                let options = TlsOptions {
-                    ca_file: Some(path.clone()),
-                    ..TlsOptions::default()
-                };
-                if let Err(message) = self.tls.setup(&options) {
-                    self.error(place, "tls.ca_file", message);
-                }
-            }
+            self.check_own_ca_file(place, fields);
             return None;
         };
         let secure = match secure {
             Some(secure) => secure,
             // Whatever a variable would have held is unknown: no verdict
-            // on the tls fields beyond the URL's own error.
-            None if raw_url.contains("${") => return None,
+            // on whether tls applies, beyond the URL's own error.
+            None if raw_url.contains("${") => {
+                self.check_own_ca_file(place, fields);
+                return None;
+            }
             None => raw_url
                 .get(..6)
                 .is_some_and(|s| s.eq_ignore_ascii_case("wss://")),
