@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::probe::tls::TlsFactory;
-use crate::spec::{Interpretation, IpVersion, ProbeSpec, RoundTripScope, TlsOptions};
+use crate::spec::{Interpretation, IpVersion, ProbeSpec, RoundTripScope};
 
 pub use self::url::parse_url;
 pub use self::words::{expand_env, suggest};
@@ -317,13 +317,7 @@ impl<'a> Loader<'a> {
         // Checked once, here, whether or not a wss:// probe takes it: a
         // wrong path in defaults is a mistake even before it is used.
         if let Some(path) = &defaults.tls_ca_file {
-            let options = TlsOptions {
-                ca_file: Some(path.clone()),
-                ..TlsOptions::default()
-            };
-            if let Err(message) = self.tls.setup(&options) {
-                self.error("defaults", "tls.ca_file", message);
-            }
+            self.check_ca_file("defaults", path);
         }
 
         match root.get("probes") {

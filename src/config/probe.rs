@@ -320,13 +320,18 @@ impl Loader<'_> {
     /// is still read, so that `check` lists that problem too.
     fn check_own_ca_file(&mut self, place: &str, fields: &Merged) {
         if let Some(path) = &fields.own.tls_ca_file {
-            let options = TlsOptions {
-                ca_file: Some(path.clone()),
-                ..TlsOptions::default()
-            };
-            if let Err(message) = self.tls.setup(&options) {
-                self.error(place, "tls.ca_file", message);
-            }
+            self.check_ca_file(place, path);
+        }
+    }
+
+    /// Reads `path` as a CA file, reporting a problem at `place`.
+    pub(super) fn check_ca_file(&mut self, place: &str, path: &str) {
+        let options = TlsOptions {
+            ca_file: Some(path.to_owned()),
+            ..TlsOptions::default()
+        };
+        if let Err(message) = self.tls.setup(&options) {
+            self.error(place, "tls.ca_file", message);
         }
     }
 
