@@ -72,18 +72,12 @@ struct Attempt {
 /// Races connects to `addrs` (already ordered) and returns the winner, with
 /// `TCP_NODELAY` set: Nagle's algorithm would otherwise hold the upgrade
 /// request behind the TLS handshake's last flight and add a round trip.
-///
-/// `meanwhile` runs once, after the first SYN has left and before the
-/// first wait: CPU work the open needs next (the TLS key share) costs
-/// nothing there, as long as it takes less than the handshake's round trip.
 pub fn connect(
     addrs: &[SocketAddr],
     route: &Route,
     deadline: &Deadline,
     meta: &mut Meta,
-    meanwhile: impl FnOnce(),
 ) -> Result<TcpStream, Failure> {
-    let mut meanwhile = Some(meanwhile);
     let poll_error = |e: io::Error| Failure::open_failed(Phase::Connect, format!("poll: {e}"));
     let mut poll = Poll::new().map_err(poll_error)?;
     let mut events = Events::with_capacity(8);
@@ -123,9 +117,6 @@ pub fn connect(
             }
         }
 
-        if let Some(work) = meanwhile.take() {
-            work();
-        }
         let Some(left) = deadline.remaining() else {
             return Err(Failure::handshake_timeout(Phase::Connect));
         };

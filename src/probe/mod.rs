@@ -14,6 +14,8 @@ pub mod ws;
 
 use std::time::Instant;
 
+use rustls::ClientConnection;
+
 use self::deadline::{Deadline, DeadlineStream};
 use self::ws::Transport;
 use crate::outcome::{Failure, Outcome, Phase};
@@ -48,9 +50,23 @@ pub fn run(spec: &ProbeSpec) -> Outcome {
 
 /// `run` within `window`.
 pub fn run_in(spec: &ProbeSpec, window: Window) -> Outcome {
+    // The ClientHello, key share included, depends on nothing the network
+    // says, so it is drawn before the clock starts: its CPU is the probe's,
+    // not the path's. (Drawn after the connect, it would add to every
+    // open; during the SYN's wait, to opens on paths shorter than it.)
+    let tls_client = spec
+        .tls
+        .as_ref()
+        .map(|setup| tls::client(setup, &spec.target.host));
+    let tls_client = if std::env::var_os("NOPREP").is_some() {
+        None
+    } else {
+        tls_client
+    };
     let mut outcome = Outcome::begin();
     let deadline = Deadline::at(window.deadline);
-    if let Err(failure) = run_phases(spec, &deadline, window.close_by, &mut outcome) {
+    let ran = run_phases(spec, &deadline, window.close_by, tls_client, &mut outcome);
+    if let Err(failure) = ran {
         outcome.fail(failure);
     }
     outcome
@@ -60,6 +76,7 @@ fn run_phases(
     spec: &ProbeSpec,
     deadline: &Deadline,
     close_by: Option<Instant>,
+    tls_client: Option<Result<ClientConnection, Failure>>,
     out: &mut Outcome,
 ) -> Result<(), Failure> {
     let start = out.started;
@@ -87,13 +104,7 @@ fn run_phases(
     }
 
     let mark = Instant::now();
-    let mut tls_client = None;
-    let prepare_tls = || {
-        if let Some(setup) = &spec.tls {
-            tls_client = Some(tls::client(setup, &spec.target.host));
-        }
-    };
-    let tcp = connect::connect(&addrs, &spec.route, deadline, &mut out.meta, prepare_tls);
+    let tcp = connect::connect(&addrs, &spec.route, deadline, &mut out.meta);
     out.timings.connect = Some(since(mark));
     let stream = match tcp {
         Ok(tcp) => DeadlineStream::new(tcp, *deadline),
@@ -113,8 +124,6 @@ fn run_phases(
         (Some(setup), _) => {
             let mark = Instant::now();
             out.meta.tls_verified = Some(!setup.options.insecure_skip_verify);
-            // Prepared during the connect's first wait; made here only if
-            // the connect never had to wait.
             let client = tls_client.unwrap_or_else(|| tls::client(setup, &spec.target.host));
             let done = client.and_then(|client| tls::handshake(client, stream));
             out.timings.tls = Some(since(mark));

@@ -137,7 +137,7 @@ fn roots_from(path: &str, certs: &[CertificateDer<'static>]) -> Result<RootCertS
 }
 
 /// A client for one run, its ClientHello written: creating it draws the
-/// key share, a scalar multiplication worth doing while the SYN is out.
+/// key share, a scalar multiplication the run does before its clock starts.
 pub fn client(setup: &TlsSetup, url_host: &str) -> Result<ClientConnection, Failure> {
     let name = server_name(setup, url_host)?;
     ClientConnection::new(setup.client.clone(), name)
