@@ -69,8 +69,15 @@
 //!
 //! The `ws://` open and round trip come from the same round-trip probe
 //! run; its open is measured exactly as a handshake probe's. The CPU
-//! each thread spent is printed, and a last line gives the probe's
-//! figures straight over loopback, for comparison.
+//! each thread spent is printed, with the time the probe's thread spent
+//! runnable but waiting for a CPU (wake-ups included), and a last line
+//! gives the probe's figures straight over loopback, for comparison.
+//!
+//! `WSPROBE_FIDELITY_QOS=1` holds `/dev/cpu_dma_latency` at 0 for the
+//! bench's length (root only), as latency benchmarks such as cyclictest
+//! do: idle CPUs then poll instead of halting, which on a VM takes a
+//! halted virtual CPU's wake-up out of every share. The default measures
+//! the machine as it is.
 //!
 //! Figures are reported, never asserted; only a failed run stops the bench.
 
@@ -117,6 +124,9 @@ fn main() {
     // ways and its threads to end.
     let settle = delay * 3;
 
+    let qos = env_number("WSPROBE_FIDELITY_QOS", 0.0) > 0.0;
+    let _shallow_idle = qos.then(hold_shallow_idle);
+
     let pki = support::TestPki::new("bench-fidelity");
     // The relayed servers time their own CPU; the direct ones are the
     // shared plain servers.
@@ -156,9 +166,10 @@ fn main() {
         into.tcp_again_split
             .push(Split::of(tcp.again_start, tcp.again_end, &passes, delay));
 
-        let cpu = thread_cpu();
+        let (cpu, waited) = (thread_cpu(), run_delay());
         let outcome = succeeded(probe::run(&ws));
         into.ws_cpu.push(ms(thread_cpu() - cpu));
+        into.ws_waited.push(ms(run_delay() - waited));
         thread::sleep(settle);
         let passes = ws_relay.take_passes();
         let open = duration(outcome.timings.open);
@@ -176,9 +187,10 @@ fn main() {
         into.ws_rtt_split
             .push(Split::of(arrived - rtt, arrived, &passes, delay));
 
-        let cpu = thread_cpu();
+        let (cpu, waited) = (thread_cpu(), run_delay());
         let outcome = succeeded(probe::run(&wss));
         into.wss_cpu.push(ms(thread_cpu() - cpu));
+        into.wss_waited.push(ms(run_delay() - waited));
         assert_eq!(
             outcome.meta.tls_version,
             Some("TLSv1.3"),
@@ -265,6 +277,14 @@ fn main() {
     println!(
         "  (a real path: 4D, 6D, 2D; the probe-to-relay TCP handshake is local and cannot be \
          delayed from user space)"
+    );
+    println!(
+        "  idle CPUs: {}",
+        if qos {
+            "kept polling (WSPROBE_FIDELITY_QOS=1: /dev/cpu_dma_latency held at 0)"
+        } else {
+            "as the machine has them (WSPROBE_FIDELITY_QOS=1 keeps them polling)"
+        }
     );
     let late = Stats::of(samples.lateness.iter().map(|&l| ms(l)));
     let lag = Stats::of(samples.reader_lag.iter().map(|&l| ms(l)));
@@ -353,6 +373,12 @@ fn main() {
         median(&relayed.wss_cpu),
         median(&ws_server_cpu.lock().unwrap()),
         median(&wss_server_cpu.lock().unwrap()),
+    );
+    println!(
+        "  probe thread runnable but waiting for a CPU per run (its wake-ups included; \
+         schedstat run_delay), medians: ws:// {:.3} ms, wss:// {:.3} ms",
+        median(&relayed.ws_waited),
+        median(&relayed.wss_waited),
     );
     println!(
         "  direct on loopback (no relay), medians: ws:// open {:.3} ms, wss:// open {:.3} ms, \
@@ -461,6 +487,9 @@ struct Series {
     /// CPU of the probing thread per run.
     ws_cpu: Vec<f64>,
     wss_cpu: Vec<f64>,
+    /// Time the probing thread was runnable but not running, per run.
+    ws_waited: Vec<f64>,
+    wss_waited: Vec<f64>,
 }
 
 impl Series {
@@ -479,6 +508,8 @@ impl Series {
         self.curl_open_split.extend(other.curl_open_split);
         self.ws_cpu.extend(other.ws_cpu);
         self.wss_cpu.extend(other.wss_cpu);
+        self.ws_waited.extend(other.ws_waited);
+        self.wss_waited.extend(other.wss_waited);
     }
 }
 
@@ -625,14 +656,37 @@ fn echo<S: Read + Write>(mut ws: WebSocket<S>) {
 /// yield that brings the kernel's count up to date.
 fn thread_cpu() -> Duration {
     thread::yield_now();
+    schedstat(0)
+}
+
+/// Time this thread has spent runnable but not running (schedstat's
+/// second field): waiting behind other threads, and each wake-up's way
+/// from the event to a CPU.
+fn run_delay() -> Duration {
+    schedstat(1)
+}
+
+fn schedstat(field: usize) -> Duration {
     let text = std::fs::read_to_string("/proc/thread-self/schedstat")
         .expect("read /proc/thread-self/schedstat (Linux only)");
     let ns = text
         .split_whitespace()
-        .next()
+        .nth(field)
         .and_then(|field| field.parse::<u64>().ok())
         .unwrap_or_else(|| panic!("unexpected schedstat contents: {text:?}"));
     Duration::from_nanos(ns)
+}
+
+/// Asks the kernel for idle states of no exit latency (PM QoS), for as long
+/// as the file stays open.
+fn hold_shallow_idle() -> std::fs::File {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/cpu_dma_latency")
+        .expect("WSPROBE_FIDELITY_QOS=1: open /dev/cpu_dma_latency (root only)");
+    file.write_all(&0_i32.to_ne_bytes())
+        .expect("write 0 to /dev/cpu_dma_latency");
+    file
 }
 
 fn succeeded(outcome: Outcome) -> Outcome {
