@@ -356,6 +356,7 @@ fn main() {
     } else {
         println!("  (curl not found: no curl row)");
     }
+    print_turns("wss:// open", &relayed.wss_open_split);
     println!(
         "  excess = raw - floor = client + server + relay, medians of each (which need not add \
          up). From the relay's kernel receive stamps and write times: the client's share runs \
@@ -414,17 +415,52 @@ fn row(what: &str, raw: &[f64], excess: &Stats, splits: &[Split], target: Option
     );
 }
 
+/// The medians of each turn of a row's runs, when every run took the
+/// same turns: where in the exchange each side's share was spent.
+fn print_turns(what: &str, splits: &[Split]) {
+    let Some(first) = splits.first() else {
+        return;
+    };
+    let same_shape = splits.iter().all(|split| {
+        split.turns.len() == first.turns.len()
+            && split
+                .turns
+                .iter()
+                .zip(&first.turns)
+                .all(|(a, b)| a.0 == b.0)
+    });
+    if !same_shape {
+        println!("  {what}: the runs took different turns; no per-turn medians");
+        return;
+    }
+    let turns: Vec<String> = (0..first.turns.len())
+        .map(|i| {
+            let median = Stats::of(splits.iter().map(|split| split.turns[i].1)).median;
+            let side = if first.turns[i].0 { "client" } else { "server" };
+            format!("{side} {median:.3}")
+        })
+        .collect();
+    println!(
+        "  {what}, each turn's median in order (up to each flight reaching the relay, then \
+         the tail): {}",
+        turns.join(", ")
+    );
+}
+
 /// Who spent a measured span that crossed the relay, in ms: the client,
 /// the server or the relay (its hold beyond D). The passes in the span
 /// form flights, runs of chunks in one direction; the time up to a
 /// flight's last chunk reaching the relay is its sender's, the hold until
 /// that chunk is written on is the relay's, and the time after the last
 /// flight is its receiver's.
-#[derive(Default, Clone, Copy)]
+#[derive(Default, Clone)]
 struct Split {
     client: f64,
     server: f64,
     relay: f64,
+    /// Each side's turns in order, as (the client's?, ms): the time up to
+    /// each flight reaching the relay, then the tail after the last.
+    turns: Vec<(bool, f64)>,
 }
 
 impl Split {
@@ -445,6 +481,7 @@ impl Split {
             } else {
                 split.server += sending;
             }
+            split.turns.push((last.upstream, sending));
             split.relay += ms(last.written.saturating_duration_since(last.arrived)) - ms(delay);
             cursor = last.written;
             receiver_is_server = last.upstream;
@@ -455,6 +492,7 @@ impl Split {
         } else {
             split.client += tail;
         }
+        split.turns.push((!receiver_is_server, tail));
         split
     }
 }
