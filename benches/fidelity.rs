@@ -46,11 +46,11 @@
 //!   floor counts as instant. The test servers serve one connection at a
 //!   time on a long-lived thread, not a fresh thread per connection;
 //! - the client's share, the probe's own: its work before its first bytes
-//!   leave (socket, connect, TLS key share; on a real path the key share
-//!   is drawn while the SYN is out, here the connect is local), its work
-//!   between a flight delivered and its answer, and its reading of the
-//!   last flight. The targets are checked against this share, and against
-//!   the whole excess.
+//!   leave (socket, a local connect and a write: the TLS ClientHello is
+//!   made before the run's clock starts), its work between a flight
+//!   delivered and its answer, and its reading of the last flight. The
+//!   targets are checked against this share, and against the whole
+//!   excess.
 //!
 //! Each side's share includes its wake-up after sitting idle and the
 //! loopback hop to it. For what that alone costs on this machine, a bare
