@@ -168,8 +168,9 @@ fn main() {
 
         let (cpu, waited) = (thread_cpu(), run_delay());
         let outcome = succeeded(probe::run(&ws));
-        into.ws_cpu.push(ms(thread_cpu() - cpu));
+        // The wait first: thread_cpu's yield could add to it.
         into.ws_waited.push(ms(run_delay() - waited));
+        into.ws_cpu.push(ms(thread_cpu() - cpu));
         thread::sleep(settle);
         let passes = ws_relay.take_passes();
         let open = duration(outcome.timings.open);
@@ -189,8 +190,9 @@ fn main() {
 
         let (cpu, waited) = (thread_cpu(), run_delay());
         let outcome = succeeded(probe::run(&wss));
-        into.wss_cpu.push(ms(thread_cpu() - cpu));
+        // The wait first: thread_cpu's yield could add to it.
         into.wss_waited.push(ms(run_delay() - waited));
+        into.wss_cpu.push(ms(thread_cpu() - cpu));
         assert_eq!(
             outcome.meta.tls_version,
             Some("TLSv1.3"),

@@ -58,11 +58,6 @@ pub fn run_in(spec: &ProbeSpec, window: Window) -> Outcome {
         .tls
         .as_ref()
         .map(|setup| tls::client(setup, &spec.target.host));
-    let tls_client = if std::env::var_os("NOPREP").is_some() {
-        None
-    } else {
-        tls_client
-    };
     let mut outcome = Outcome::begin();
     let deadline = Deadline::at(window.deadline);
     let ran = run_phases(spec, &deadline, window.close_by, tls_client, &mut outcome);
