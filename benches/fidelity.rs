@@ -26,7 +26,8 @@
 //! - `ws://` open: connect (local) + upgrade request and 101 = 1 RTT = 2D;
 //! - `wss://` open, TLS 1.3: ClientHello, then the server's flight (Hello to
 //!   Finished) = 1 RTT; the client's Finished and the upgrade request go
-//!   together, then the 101 (behind the session tickets) = 1 RTT; 4D in all;
+//!   together (in one write), then the 101 (behind the session tickets)
+//!   = 1 RTT; 4D in all;
 //! - `ws://` round trip: the message and its echo = 1 RTT = 2D.
 //!
 //! The excess over that floor is what the bench reports, against targets
@@ -46,8 +47,9 @@
 //!   floor counts as instant. The test servers serve one connection at a
 //!   time on a long-lived thread, not a fresh thread per connection;
 //! - the client's share, the probe's own: its work before its first bytes
-//!   leave (socket, a local connect and a write: the TLS ClientHello is
-//!   made before the run's clock starts), its work between a flight
+//!   leave (socket, a local connect and a write: the TLS ClientHello, the
+//!   upgrade request and the connect's poll are made before the run's
+//!   clock starts), its work between a flight
 //!   delivered and its answer, and its reading of the last flight. The
 //!   targets are checked against this share, and against the whole
 //!   excess.

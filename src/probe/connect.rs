@@ -4,7 +4,12 @@
 //! non-blocking connect starts every `CONNECTION_ATTEMPT_DELAY` while the
 //! earlier ones are still pending, or at once when one fails (section 5);
 //! the first to complete wins and the others are closed. The winner is
-//! handed back as a blocking std stream for the rest of the run.
+//! handed back, still non-blocking, for a `DeadlineStream` to wrap.
+//!
+//! The poll is made before the run's clock starts (`Racer::new`), and the
+//! socket is created non-blocking with `TCP_NODELAY` already set: between
+//! the clock's start and the SYN there are only the system calls a connect
+//! cannot do without.
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -69,18 +74,36 @@ struct Attempt {
     tcp: TcpStream,
 }
 
-/// Races connects to `addrs` (already ordered) and returns the winner, with
-/// `TCP_NODELAY` set: Nagle's algorithm would otherwise hold the upgrade
-/// request behind the TLS handshake's last flight and add a round trip.
+/// The poll one run's connects race in.
+pub struct Racer {
+    poll: Poll,
+    events: Events,
+}
+
+impl Racer {
+    pub fn new() -> io::Result<Self> {
+        Ok(Racer {
+            poll: Poll::new()?,
+            events: Events::with_capacity(8),
+        })
+    }
+}
+
+/// A poll that could not be made (out of file descriptors, most likely)
+/// or waited on fails the connect phase.
+pub fn poll_failure(error: &io::Error) -> Failure {
+    Failure::open_failed(Phase::Connect, format!("poll: {error}"))
+}
+
+/// Races connects to `addrs` (already ordered) and returns the winner.
 pub fn connect(
+    racer: &mut Racer,
     addrs: &[SocketAddr],
     route: &Route,
     deadline: &Deadline,
     meta: &mut Meta,
 ) -> Result<TcpStream, Failure> {
-    let poll_error = |e: io::Error| Failure::open_failed(Phase::Connect, format!("poll: {e}"));
-    let mut poll = Poll::new().map_err(poll_error)?;
-    let mut events = Events::with_capacity(8);
+    let Racer { poll, events } = racer;
     let mut pending: Vec<Option<Attempt>> = Vec::with_capacity(addrs.len());
     let mut next_addr = addrs.iter();
     let mut last_error: Option<String> = None;
@@ -97,7 +120,7 @@ pub fn connect(
                     // connect is where an operator needs to see it most.
                     meta.remote_addr = Some(addr.to_string());
                     let token = Token(pending.len());
-                    match start(addr, route, &poll, token) {
+                    match start(addr, route, poll, token) {
                         Ok(tcp) => pending.push(Some(Attempt { addr, tcp })),
                         Err(e) => {
                             last_error = Some(format!("connect to {addr}: {e}"));
@@ -121,9 +144,9 @@ pub fn connect(
             return Err(Failure::handshake_timeout(Phase::Connect));
         };
         let wait = left.min(next_start.saturating_duration_since(Instant::now()));
-        if let Err(e) = poll.poll(&mut events, Some(wait)) {
+        if let Err(e) = poll.poll(events, Some(wait)) {
             if e.kind() != io::ErrorKind::Interrupted {
-                return Err(poll_error(e));
+                return Err(poll_failure(&e));
             }
         }
         for event in events.iter() {
@@ -132,12 +155,9 @@ pub fn connect(
                 continue;
             };
             match finished(&attempt.tcp) {
-                Ok(true) => {
-                    let _ = poll
-                        .registry()
-                        .deregister(&mut SourceFd(&attempt.tcp.as_raw_fd()));
-                    return won(attempt, meta);
-                }
+                // Left registered: the poll is not waited on again, and
+                // goes when the run ends.
+                Ok(true) => return Ok(won(attempt, meta)),
                 // Spurious wake-up: still connecting.
                 Ok(false) => pending[index] = Some(attempt),
                 Err(e) => {
@@ -160,7 +180,14 @@ fn deadline_instant(deadline: &Deadline) -> Instant {
 /// Creates the socket with the route's options and starts a non-blocking
 /// connect; errors here (no such interface, no permission) are final.
 fn start(addr: SocketAddr, route: &Route, poll: &Poll, token: Token) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
+    // Nagle's algorithm would hold the upgrade request behind the TLS
+    // handshake's last flight and add a round trip.
+    socket.set_tcp_nodelay(true)?;
     if let Some(interface) = &route.bind_interface {
         socket
             .bind_device(Some(interface.as_bytes()))
@@ -176,7 +203,6 @@ fn start(addr: SocketAddr, route: &Route, poll: &Poll, token: Token) -> io::Resu
             .bind(&SockAddr::from(SocketAddr::new(source, 0)))
             .map_err(|e| annotate(e, &format!("source_ip {source}")))?;
     }
-    socket.set_nonblocking(true)?;
     match socket.connect(&SockAddr::from(addr)) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
@@ -202,12 +228,9 @@ fn finished(tcp: &TcpStream) -> io::Result<bool> {
     }
 }
 
-fn won(attempt: Attempt, meta: &mut Meta) -> Result<TcpStream, Failure> {
+fn won(attempt: Attempt, meta: &mut Meta) -> TcpStream {
     meta.remote_addr = Some(attempt.addr.to_string());
-    let setup = |e: io::Error| Failure::open_failed(Phase::Connect, format!("socket setup: {e}"));
-    attempt.tcp.set_nonblocking(false).map_err(setup)?;
-    attempt.tcp.set_nodelay(true).map_err(setup)?;
-    Ok(attempt.tcp)
+    attempt.tcp
 }
 
 fn annotate(error: io::Error, what: &str) -> io::Error {

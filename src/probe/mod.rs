@@ -12,6 +12,7 @@ pub mod tls;
 pub mod upgrade;
 pub mod ws;
 
+use std::io;
 use std::time::Instant;
 
 use rustls::ClientConnection;
@@ -50,30 +51,56 @@ pub fn run(spec: &ProbeSpec) -> Outcome {
 
 /// `run` within `window`.
 pub fn run_in(spec: &ProbeSpec, window: Window) -> Outcome {
-    // The ClientHello, key share included, depends on nothing the network
-    // says, so it is drawn before the clock starts: its CPU is the probe's,
-    // not the path's. (Drawn after the connect, it would add to every
-    // open; during the SYN's wait, to opens on paths shorter than it.)
-    let tls_client = spec
-        .tls
-        .as_ref()
-        .map(|setup| tls::client(setup, &spec.target.host));
+    let prepared = Prepared::new(spec);
     let mut outcome = Outcome::begin();
     let deadline = Deadline::at(window.deadline);
-    let ran = run_phases(spec, &deadline, window.close_by, tls_client, &mut outcome);
+    let ran = run_phases(spec, &deadline, window.close_by, prepared, &mut outcome);
     if let Err(failure) = ran {
         outcome.fail(failure);
     }
     outcome
 }
 
+/// What a run makes before its clock starts. None of it depends on what
+/// the network says, so its CPU is the probe's, not the path's: made
+/// after the connect it would add to every open, made during the SYN's
+/// wait to opens on paths shorter than it. A failure to make a part is
+/// reported in the phase that needs it, with that phase's timings.
+struct Prepared {
+    /// The poll the connects race in: a file descriptor, closed once the
+    /// socket is open, so a probe waiting for a reply holds one, not two.
+    racer: io::Result<connect::Racer>,
+    /// The TLS client with its ClientHello written, key share included.
+    tls_client: Option<Result<ClientConnection, Failure>>,
+    /// The upgrade request, with its key and the answer it must get.
+    request: Result<upgrade::Request, Failure>,
+}
+
+impl Prepared {
+    fn new(spec: &ProbeSpec) -> Self {
+        Prepared {
+            racer: connect::Racer::new(),
+            tls_client: spec
+                .tls
+                .as_ref()
+                .map(|setup| tls::client(setup, &spec.target.host)),
+            request: upgrade::Request::new(spec),
+        }
+    }
+}
+
 fn run_phases(
     spec: &ProbeSpec,
     deadline: &Deadline,
     close_by: Option<Instant>,
-    tls_client: Option<Result<ClientConnection, Failure>>,
+    prepared: Prepared,
     out: &mut Outcome,
 ) -> Result<(), Failure> {
+    let Prepared {
+        mut racer,
+        tls_client,
+        request,
+    } = prepared;
     let start = out.started;
     let since = |from: Instant| Instant::now().saturating_duration_since(from);
     let finish = |out: &mut Outcome, result| {
@@ -99,7 +126,10 @@ fn run_phases(
     }
 
     let mark = Instant::now();
-    let tcp = connect::connect(&addrs, &spec.route, deadline, &mut out.meta);
+    let tcp = match &mut racer {
+        Ok(racer) => connect::connect(racer, &addrs, &spec.route, deadline, &mut out.meta),
+        Err(error) => Err(connect::poll_failure(error)),
+    };
     out.timings.connect = Some(since(mark));
     let stream = match tcp {
         Ok(tcp) => DeadlineStream::new(tcp, *deadline),
@@ -133,7 +163,10 @@ fn run_phases(
     };
 
     let mark = Instant::now();
-    let upgraded = upgrade::upgrade(spec, transport, ws::config(spec), &mut out.meta);
+    let upgraded = match request {
+        Ok(request) => upgrade::upgrade(spec, &request, transport, ws::config(spec), &mut out.meta),
+        Err(failure) => Err(failure),
+    };
     out.timings.upgrade = Some(since(mark));
     let mut socket = match upgraded {
         Ok(socket) => socket,
@@ -148,6 +181,7 @@ fn run_phases(
     }
     out.opened = true;
     out.timings.open = Some(since(start));
+    drop(racer);
     if spec.tls.is_some() && spec.exchange.is_some() {
         // The wait for the reply can be long and is shallow; the TLS
         // handshake's deep stack pages need not stay resident through it.

@@ -151,15 +151,34 @@ fn server_name(setup: &TlsSetup, url_host: &str) -> Result<ServerName<'static>, 
         .map_err(|e| Failure::open_failed(Phase::Tls, format!("server name {name:?}: {e}")))
 }
 
-/// Runs the TLS handshake to completion within the stream's deadline.
+/// Runs the TLS handshake within the stream's deadline, until the server's
+/// Finished is verified. With TLS 1.3 the client's own Finished is then
+/// still queued: the upgrade request joins it, and both leave in one
+/// segment (`Transport::send_all`) instead of two or three.
 pub fn handshake(conn: ClientConnection, stream: DeadlineStream) -> Result<TlsStream, Failure> {
     let mut tls = StreamOwned::new(conn, stream);
     while tls.conn.is_handshaking() {
-        if let Err(e) = tls.conn.complete_io(&mut tls.sock) {
-            return Err(handshake_failure(e));
-        }
+        step(&mut tls).map_err(handshake_failure)?;
     }
     Ok(tls)
+}
+
+/// Sends the flight rustls has queued, or else reads and processes what
+/// the server sent: rustls's `complete_io`, less its flush of the last
+/// flight.
+fn step(tls: &mut TlsStream) -> io::Result<()> {
+    if tls.conn.wants_write() {
+        return tls.conn.write_tls(&mut tls.sock).map(drop);
+    }
+    if tls.conn.read_tls(&mut tls.sock)? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    if let Err(error) = tls.conn.process_new_packets() {
+        // Best effort: the alert saying why, if rustls queued one.
+        let _ = tls.conn.write_tls(&mut tls.sock);
+        return Err(io::Error::new(io::ErrorKind::InvalidData, error));
+    }
+    Ok(())
 }
 
 /// `TLSv1.3` or `TLSv1.2`, as the record shows it.
@@ -263,6 +282,86 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::deadline::Deadline;
+    use crate::probe::ws::Transport;
+    use rcgen::{CertificateParams, KeyPair};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use rustls::{ServerConfig, ServerConnection};
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    /// A self-signed `localhost` certificate: the server's configuration
+    /// and a client configuration that trusts it.
+    fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let ring = Arc::new(rustls::crypto::ring::default_provider());
+        let server = ServerConfig::builder_with_provider(ring.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], der)
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let client = ClientConfig::builder_with_provider(ring)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    #[test]
+    fn the_clients_finished_and_the_request_leave_in_one_write() {
+        let (server_config, client_config) = configs();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut tcp, _) = listener.accept().unwrap();
+            let mut conn = ServerConnection::new(server_config).unwrap();
+            // Up to and including the server's flight.
+            while !conn.wants_write() {
+                conn.read_tls(&mut tcp).unwrap();
+                conn.process_new_packets().unwrap();
+            }
+            while conn.wants_write() {
+                conn.write_tls(&mut tcp).unwrap();
+            }
+            // One read of what the client answered (it blocks until the
+            // first segment is in): Finished and request, or less.
+            let mut answer = vec![0u8; 16 * 1024];
+            let n = tcp.read(&mut answer).unwrap();
+            conn.read_tls(&mut &answer[..n]).unwrap();
+            conn.process_new_packets().unwrap();
+            let mut request = Vec::new();
+            let _ = conn.reader().read_to_end(&mut request);
+            (conn.is_handshaking(), request)
+        });
+
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_nonblocking(true).unwrap();
+        let stream = DeadlineStream::new(tcp, Deadline::after(Duration::from_secs(5)));
+        let name = ServerName::try_from("localhost").unwrap();
+        let client = ClientConnection::new(client_config, name).unwrap();
+        let tls = handshake(client, stream).unwrap();
+        assert_eq!(version_name(&tls), Some("TLSv1.3"));
+        assert!(
+            tls.conn.wants_write(),
+            "the client's Finished was sent alone"
+        );
+        let mut transport = Transport::Tls(Box::new(tls));
+        transport.send_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+
+        let (handshaking, request) = server.join().unwrap();
+        assert!(!handshaking, "the first read held no client Finished");
+        assert_eq!(request, b"GET / HTTP/1.1\r\n\r\n");
+    }
 
     #[test]
     fn aes_128_gcm_sha256_is_offered_first_and_no_suite_is_lost() {

@@ -6,7 +6,7 @@
 //! value) and would page an operator for a server that works in every
 //! browser. The framing after the upgrade is tungstenite's.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 use ring::digest::{digest, SHA1_FOR_LEGACY_USE_ONLY};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -32,19 +32,36 @@ const MAX_QUOTED: usize = 128;
 /// More header lines than this is no WebSocket server we want to talk to.
 const MAX_HEADERS: usize = 64;
 
+/// The upgrade request and the answer it must get. Made before the run's
+/// clock starts: the key (a draw from the OS's randomness) and the SHA-1
+/// over it depend on nothing the network says.
+pub struct Request {
+    bytes: String,
+    /// What the server must answer in `Sec-WebSocket-Accept`.
+    accept: String,
+}
+
+impl Request {
+    pub fn new(spec: &ProbeSpec) -> Result<Self, Failure> {
+        let key = new_key()?;
+        Ok(Request {
+            bytes: request(spec, &key),
+            accept: accept_for(&key),
+        })
+    }
+}
+
 /// Sends the upgrade request and checks the answer; on success the socket
 /// is open, with any bytes read past the answer handed to the framing.
 pub fn upgrade(
     spec: &ProbeSpec,
+    request: &Request,
     mut transport: Transport,
     config: WebSocketConfig,
     meta: &mut Meta,
 ) -> Result<WebSocket<Transport>, Failure> {
-    let key = new_key()?;
-    let request = request(spec, &key);
     transport
-        .write_all(request.as_bytes())
-        .and_then(|()| transport.flush())
+        .send_all(request.bytes.as_bytes())
         .map_err(|e| io_failure(e, "sending the upgrade request"))?;
 
     let mut head = Vec::with_capacity(1024);
@@ -65,7 +82,7 @@ pub fn upgrade(
         head.extend_from_slice(&chunk[..n]);
         read += n;
         loop {
-            match check_answer(&head, &key, &spec.protocols, meta)? {
+            match check_answer(&head, &request.accept, &spec.protocols, meta)? {
                 Answer::Incomplete => break,
                 Answer::Interim(len) => {
                     head.drain(..len);
@@ -192,11 +209,11 @@ enum Answer {
     Open(usize),
 }
 
-/// Checks the answer at the start of `buf`; a failure once it is a
-/// complete head and wrong.
+/// Checks the answer at the start of `buf` against the `accept` value it
+/// must carry; a failure once it is a complete head and wrong.
 fn check_answer(
     buf: &[u8],
-    key: &str,
+    accept: &str,
     offered: &[String],
     meta: &mut Meta,
 ) -> Result<Answer, Failure> {
@@ -267,7 +284,7 @@ fn check_answer(
         ));
     }
     match values("sec-websocket-accept").as_slice() {
-        [accept] if *accept == accept_for(key) => {}
+        [answered] if answered == accept => {}
         [] => return Err(failed("the 101 answer has no Sec-WebSocket-Accept".into())),
         [_, _, ..] => {
             return Err(failed(
@@ -326,7 +343,7 @@ mod tests {
 
     fn check(buf: &[u8], offered: &[&str]) -> Result<Answer, String> {
         let offered: Vec<String> = offered.iter().map(|s| s.to_string()).collect();
-        check_answer(buf, KEY, &offered, &mut Meta::default()).map_err(|f| f.error)
+        check_answer(buf, &accept_for(KEY), &offered, &mut Meta::default()).map_err(|f| f.error)
     }
 
     #[test]
@@ -343,7 +360,7 @@ mod tests {
         let mut buf = hints.to_vec();
         buf.extend(answer("Connection: Upgrade\r\n"));
         assert_eq!(
-            check_answer(&buf, KEY, &[], &mut meta).map_err(|f| f.error),
+            check_answer(&buf, &accept_for(KEY), &[], &mut meta).map_err(|f| f.error),
             Ok(Answer::Interim(hints.len()))
         );
         assert_eq!(meta.http_status, None);

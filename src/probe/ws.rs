@@ -44,6 +44,28 @@ impl Transport {
         }
     }
 
+    /// Writes all of `bytes`. Over TLS they are queued behind whatever the
+    /// handshake left unsent (TLS 1.3: the client's Finished) and leave
+    /// with it in one write, as a browser sends its first request.
+    pub fn send_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        let tls = match self {
+            Transport::Plain(tcp) => return tcp.write_all(bytes),
+            Transport::Tls(tls) => tls,
+        };
+        while !bytes.is_empty() {
+            // Takes what rustls's send buffer has room for.
+            let taken = tls.conn.writer().write(bytes)?;
+            if taken == 0 && !tls.conn.wants_write() {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            bytes = &bytes[taken..];
+            while tls.conn.wants_write() {
+                tls.conn.write_tls(&mut tls.sock)?;
+            }
+        }
+        Ok(())
+    }
+
     /// TLS close_notify (best effort), then the TCP shutdown.
     fn shutdown(&mut self) {
         if let Transport::Tls(tls) = self {
