@@ -334,6 +334,11 @@ const INVALID: &[(&str, &[&str])] = &[
         "invalid-json-syntax.json",
         &[r#"line 4 column 5: invalid JSON: expected `,` or `]` at line 4 column 5"#],
     ),
+    (
+        // serde_json would keep the second silently.
+        "invalid-json-duplicate-key.json",
+        &[r#"line 5 column 11: the key "url" is written twice in one object (keep one of them)"#],
+    ),
     ("invalid-many-problems.json", MANY_PROBLEMS),
 ];
 
@@ -1028,6 +1033,46 @@ fn a_byte_order_mark_is_ignored_and_a_file_that_is_not_utf8_is_named_so() {
         errors,
         ["the file: is not UTF-8 text (save it as UTF-8)"],
         "{errors:#?}"
+    );
+}
+
+#[test]
+fn a_file_over_the_size_limit_is_refused_before_it_is_parsed() {
+    let dir = TempDir::new("wsprobe-config-test");
+    let path = dir.join("huge.json");
+    let limit = usize::try_from(config::MAX_CONFIG_BYTES).unwrap();
+    let mut text = String::from("{\"probes\": [{\"name\": \"p\", \"url\": \"ws://192.0.2.1/\"}]}");
+    // Valid JSON at the limit: whitespace is allowed after the value.
+    text.push_str(&" ".repeat(limit - text.len()));
+    std::fs::write(&path, &text).expect("write");
+    assert!(
+        config::load_file(&path, &no_env).is_ok(),
+        "refused at the limit"
+    );
+
+    // One byte more; a sparse file, as its content is never read.
+    std::fs::File::create(&path)
+        .and_then(|file| file.set_len(config::MAX_CONFIG_BYTES + 1))
+        .expect("write");
+    let errors = match config::load_file(&path, &no_env) {
+        Ok(_) => panic!("a file over the limit was accepted"),
+        Err(errors) => errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    };
+    assert_eq!(
+        errors,
+        ["the file: is larger than 64 MiB (a thousand probes fit in well under 1 MiB)"]
+    );
+}
+
+#[test]
+fn an_endless_file_is_refused_not_read_forever() {
+    let errors = match config::load_file(Path::new("/dev/zero"), &no_env) {
+        Ok(_) => panic!("/dev/zero was accepted"),
+        Err(errors) => errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    };
+    assert_eq!(
+        errors,
+        ["the file: is larger than 64 MiB (a thousand probes fit in well under 1 MiB)"]
     );
 }
 

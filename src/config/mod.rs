@@ -10,12 +10,14 @@
 //! `${NAME}`, "did you mean").
 
 mod fields;
+mod json;
 mod probe;
 mod url;
 mod words;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::io::Read;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -112,17 +114,15 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// A config file larger than this is refused before it is parsed, so that
+/// `-c /dev/zero` or a runaway file cannot take all memory. It is the
+/// largest message a probe may read (`max_message_bytes`): a
+/// `send_message` may be as large.
+pub const MAX_CONFIG_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Loads and validates a config file.
 pub fn load_file(path: &Path, env: Env) -> Result<Config, Vec<ConfigError>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        let (message, hint) = if e.kind() == std::io::ErrorKind::InvalidData {
-            (
-                "is not UTF-8 text".to_owned(),
-                Some("save it as UTF-8".to_owned()),
-            )
-        } else {
-            (format!("cannot be read: {e}"), None)
-        };
+    let text = read_text(path).map_err(|(message, hint)| {
         // The caller names the file; the place says what of it is wrong.
         vec![ConfigError {
             place: "the file".to_owned(),
@@ -134,17 +134,43 @@ pub fn load_file(path: &Path, env: Env) -> Result<Config, Vec<ConfigError>> {
     load_str(&text, env)
 }
 
+/// The file's text, or what is wrong with it and maybe a hint.
+fn read_text(path: &Path) -> Result<String, (String, Option<String>)> {
+    let unreadable = |e: std::io::Error| (format!("cannot be read: {e}"), None);
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err((
+            format!("is larger than {} MiB", MAX_CONFIG_BYTES >> 20),
+            Some("a thousand probes fit in well under 1 MiB".to_owned()),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        (
+            "is not UTF-8 text".to_owned(),
+            Some("save it as UTF-8".to_owned()),
+        )
+    })
+}
+
 /// Validates a config given as text.
 pub fn load_str(text: &str, env: Env) -> Result<Config, Vec<ConfigError>> {
     // A byte order mark (editors on Windows write one) is ignored, as RFC
     // 8259 section 8.1 allows.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let root: Value = serde_json::from_str(text).map_err(|e| {
+    let root = json::parse(text).map_err(|e| {
+        let (message, hint) = if json::is_duplicate_key(&e) {
+            (json::message(&e), Some("keep one of them".to_owned()))
+        } else {
+            (format!("invalid JSON: {e}"), None)
+        };
         vec![ConfigError {
             place: format!("line {} column {}", e.line(), e.column()),
             field: String::new(),
-            message: format!("invalid JSON: {e}"),
-            hint: None,
+            message,
+            hint,
         }]
     })?;
     let mut loader = Loader::new(env);
