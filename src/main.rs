@@ -64,10 +64,17 @@ fn main() -> ExitCode {
         }
         Command::Probe(adhoc) => probe_command(adhoc),
         Command::Run { config } => {
+            let signals = match schedule::Signals::install() {
+                Ok(signals) => signals,
+                Err(e) => {
+                    say!("cannot install signal handlers: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
             let Some(loaded) = load(&config) else {
                 return ExitCode::from(EXIT_USAGE);
             };
-            match schedule::run(&config, loaded) {
+            match schedule::run(&config, loaded, signals) {
                 schedule::Exit::Signalled => EXIT_OK,
                 schedule::Exit::StdoutClosed(e) => {
                     say!("stdout is closed ({e}); nobody reads the records, stopping");

@@ -76,11 +76,23 @@ struct Worker {
     _stop: Sender<()>,
 }
 
+/// SIGTERM, SIGINT and SIGHUP, caught from the moment this is made. The
+/// agent makes it before it reads its config: a signal sent while a large
+/// config loads (a service manager's reload right after a start) is
+/// queued and handled once the agent runs, instead of ending the process.
+pub struct Signals(signal_hook::iterator::Signals);
+
+impl Signals {
+    pub fn install() -> std::io::Result<Self> {
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).map(Signals)
+    }
+}
+
 /// Runs the agent until a signal stops it.
-pub fn run(config_path: &Path, config: Config) -> Exit {
+pub fn run(config_path: &Path, config: Config, signals: Signals) -> Exit {
     let (control_tx, control_rx) = crossbeam_channel::unbounded();
-    if let Err(e) = forward_signals(control_tx.clone()) {
-        return Exit::Failed(format!("cannot install signal handlers: {e}"));
+    if let Err(e) = forward_signals(signals, control_tx.clone()) {
+        return Exit::Failed(format!("cannot start the signal thread: {e}"));
     }
 
     let mut sink = Sink::open(&config.output);
@@ -146,8 +158,7 @@ pub fn run(config_path: &Path, config: Config) -> Exit {
     exit
 }
 
-fn forward_signals(control: Sender<Control>) -> std::io::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+fn forward_signals(Signals(mut signals): Signals, control: Sender<Control>) -> std::io::Result<()> {
     thread::Builder::new()
         .name("wsprobe-signals".into())
         .stack_size(64 * 1024)

@@ -14,7 +14,7 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -814,6 +814,57 @@ fn a_probe_removed_while_its_run_is_in_flight_writes_no_record() {
         "{:?}\nstderr:\n{stderr}",
         summary(&after)
     );
+}
+
+/// A SIGHUP that arrives while the config is still being read (here held
+/// up by a CA file that is a FIFO nobody has written yet) is a reload once
+/// the agent runs, not the end of the process: the handlers are in place
+/// before the config is read.
+#[test]
+fn sighup_while_the_config_loads_is_a_reload_once_it_runs() {
+    let dir = TempDir::new("wsprobe-agent-test-early-hup");
+    let fifo = dir.join("ca.pem");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo has no memory effects.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let mut tls_probe = probe("early", "wss://127.0.0.1:1/", 1000, 1000);
+    tls_probe["tls"] = json!({ "ca_file": fifo.to_str().unwrap() });
+    let cfg = config_file(&dir, &config(vec![tls_probe], "-"));
+    let ca = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .expect("a certificate")
+        .cert
+        .pem();
+
+    let mut agent = Agent::start(&cfg);
+    let mut load = open_for_writing(&fifo, "the config load");
+    agent.signal(libc::SIGHUP);
+    // An agent the SIGHUP ended has no reader: the write fails, and the
+    // wait below says how the agent exited.
+    let _ = load.write_all(ca.as_bytes());
+    drop(load);
+    agent.wait_started();
+
+    let mark = agent.log_mark();
+    let mut reload = open_for_writing(&fifo, "the reload the SIGHUP asked for");
+    reload.write_all(ca.as_bytes()).expect("feed the reload");
+    drop(reload);
+    agent.wait_log(mark, "announcing the reload", EVENT_WAIT, |l| {
+        l.contains("reload: 1 probe(s)")
+    });
+    agent.terminate();
+}
+
+/// Opens a FIFO for writing, which returns once a reader has it open:
+/// then the agent is reading it, inside `during`.
+fn open_for_writing(fifo: &Path, during: &str) -> std::fs::File {
+    let (tx, rx) = mpsc::channel();
+    let path = fifo.to_path_buf();
+    thread::spawn(move || {
+        let _ = tx.send(std::fs::OpenOptions::new().write(true).open(path));
+    });
+    rx.recv_timeout(START_WAIT)
+        .unwrap_or_else(|_| panic!("the agent did not open the CA file for {during}"))
+        .expect("open the FIFO for writing")
 }
 
 /// SIGHUP with "arriving" added and "leaving" removed: "arriving" starts,
