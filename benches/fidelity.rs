@@ -78,8 +78,12 @@
 //! `WSPROBE_FIDELITY_QOS=1` holds `/dev/cpu_dma_latency` at 0 for the
 //! bench's length (root only), as latency benchmarks such as cyclictest
 //! do: idle CPUs then poll instead of halting, which on a VM takes a
-//! halted virtual CPU's wake-up out of every share. The default measures
-//! the machine as it is.
+//! halted virtual CPU's wake-up out of every share.
+//! `WSPROBE_FIDELITY_PIN=1` runs the servers, the relay and all their
+//! threads on one CPU and the probe's thread (and curl) on another, as
+//! when the server is another machine: the probe then never waits for a
+//! CPU behind the bench's own threads. The default measures the machine
+//! as it is.
 //!
 //! Figures are reported, never asserted; only a failed run stops the bench.
 
@@ -128,6 +132,14 @@ fn main() {
 
     let qos = env_number("WSPROBE_FIDELITY_QOS", 0.0) > 0.0;
     let _shallow_idle = qos.then(hold_shallow_idle);
+    // Threads take their creator's CPUs: the helpers are made on the
+    // second CPU, then this thread, the probe's, moves to the first.
+    let pinned = (env_number("WSPROBE_FIDELITY_PIN", 0.0) > 0.0)
+        .then(two_cpus)
+        .flatten();
+    if let Some((_, helpers)) = pinned {
+        pin_to(helpers);
+    }
 
     let pki = support::TestPki::new("bench-fidelity");
     // The relayed servers time their own CPU; the direct ones are the
@@ -149,6 +161,9 @@ fn main() {
     let wss_direct = support::wss_handshake(wss_server, pki.ca_file());
 
     let curl = Curl::find(wss_relay.addr, pki.ca_file());
+    if let Some((probe, _)) = pinned {
+        pin_to(probe);
+    }
 
     let mut relayed = Series::default();
     let mut direct = Series::default();
@@ -290,6 +305,16 @@ fn main() {
             "as the machine has them (WSPROBE_FIDELITY_QOS=1 keeps them polling)"
         }
     );
+    match pinned {
+        Some((probe, helpers)) => println!(
+            "  CPUs: the probe and curl on CPU {probe}, the servers and the relay on CPU {helpers} \
+             (WSPROBE_FIDELITY_PIN=1)"
+        ),
+        None => println!(
+            "  CPUs: shared by the probe, the servers and the relay (WSPROBE_FIDELITY_PIN=1 \
+             gives the probe one of its own)"
+        ),
+    }
     let late = Stats::of(samples.lateness.iter().map(|&l| ms(l)));
     let lag = Stats::of(samples.reader_lag.iter().map(|&l| ms(l)));
     println!(
@@ -729,6 +754,46 @@ fn hold_shallow_idle() -> std::fs::File {
     file.write_all(&0_i32.to_ne_bytes())
         .expect("write 0 to /dev/cpu_dma_latency");
     file
+}
+
+/// The first two CPUs this process may run on, or None (with a note) when
+/// it may run on fewer.
+fn two_cpus() -> Option<(usize, usize)> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set for the kernel to
+    // fill; CPU_ISSET reads inside it.
+    let allowed: Vec<usize> = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            panic!("sched_getaffinity: {}", std::io::Error::last_os_error());
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect()
+    };
+    match allowed.as_slice() {
+        [first, second, ..] => Some((*first, *second)),
+        _ => {
+            println!("  WSPROBE_FIDELITY_PIN=1 needs two CPUs; running unpinned");
+            None
+        }
+    }
+}
+
+/// Moves the calling thread to `cpu` alone.
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes
+    // inside it, and the kernel only reads it.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(
+        rc,
+        0,
+        "sched_setaffinity to CPU {cpu}: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 fn succeeded(outcome: Outcome) -> Outcome {

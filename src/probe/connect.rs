@@ -156,7 +156,7 @@ pub fn connect(
             };
             match finished(&attempt.tcp) {
                 // Left registered: the poll is not waited on again, and
-                // goes when the run ends.
+                // its owner closes it once the upgrade is answered.
                 Ok(true) => return Ok(won(attempt, meta)),
                 // Spurious wake-up: still connecting.
                 Ok(false) => pending[index] = Some(attempt),

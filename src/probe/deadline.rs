@@ -52,7 +52,7 @@ impl Deadline {
     }
 }
 
-/// A blocking TCP stream whose every read and write ends by the deadline.
+/// A non-blocking TCP stream whose every read and write ends by the deadline.
 ///
 /// A wait that runs out is a `TimedOut` error, final for every layer above
 /// (tungstenite and rustls would take a `WouldBlock` for "try again").

@@ -68,7 +68,8 @@ pub fn run_in(spec: &ProbeSpec, window: Window) -> Outcome {
 /// reported in the phase that needs it, with that phase's timings.
 struct Prepared {
     /// The poll the connects race in: a file descriptor, closed once the
-    /// socket is open, so a probe waiting for a reply holds one, not two.
+    /// upgrade is answered, so a probe waiting for a reply holds one, not
+    /// two.
     racer: io::Result<connect::Racer>,
     /// The TLS client with its ClientHello written, key share included.
     tls_client: Option<Result<ClientConnection, Failure>>,
@@ -168,6 +169,7 @@ fn run_phases(
         Err(failure) => Err(failure),
     };
     out.timings.upgrade = Some(since(mark));
+    drop(racer);
     let mut socket = match upgraded {
         Ok(socket) => socket,
         Err(failure) => return finish(out, Err(failure)),
@@ -181,7 +183,6 @@ fn run_phases(
     }
     out.opened = true;
     out.timings.open = Some(since(start));
-    drop(racer);
     if spec.tls.is_some() && spec.exchange.is_some() {
         // The wait for the reply can be long and is shallow; the TLS
         // handshake's deep stack pages need not stay resident through it.

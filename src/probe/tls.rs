@@ -160,6 +160,11 @@ pub fn handshake(conn: ClientConnection, stream: DeadlineStream) -> Result<TlsSt
     while tls.conn.is_handshaking() {
         step(&mut tls).map_err(handshake_failure)?;
     }
+    // Done just too late: still the handshake's timeout, not the upgrade's
+    // (whose first write, the queued Finished, would refuse to go).
+    if tls.sock.deadline().has_passed() {
+        return Err(Failure::handshake_timeout(Phase::Tls));
+    }
     Ok(tls)
 }
 
