@@ -546,6 +546,14 @@ fn load_errors(text: &str) -> Vec<String> {
     }
 }
 
+/// The problems `load_file` reports for the file at `path`, as printed.
+fn file_errors(path: &Path) -> Vec<String> {
+    match config::load_file(path, &no_env) {
+        Ok(config) => panic!("{} accepted: {:#?}", path.display(), config.probes),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
 fn lines(errors: &[ConfigError]) -> String {
     errors
         .iter()
@@ -1025,14 +1033,9 @@ fn a_byte_order_mark_is_ignored_and_a_file_that_is_not_utf8_is_named_so() {
     let dir = TempDir::new("wsprobe-config-test");
     let path = dir.join("latin1.json");
     std::fs::write(&path, b"{\"probes\": [{\"name\": \"\xe9\"}]}").expect("write");
-    let errors = match config::load_file(&path, &no_env) {
-        Ok(config) => panic!("accepted: {:#?}", config.probes),
-        Err(errors) => errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
-    };
     assert_eq!(
-        errors,
-        ["the file: is not UTF-8 text (save it as UTF-8)"],
-        "{errors:#?}"
+        file_errors(&path),
+        ["the file: is not UTF-8 text (save it as UTF-8)"]
     );
 }
 
@@ -1054,24 +1057,16 @@ fn a_file_over_the_size_limit_is_refused_before_it_is_parsed() {
     std::fs::File::create(&path)
         .and_then(|file| file.set_len(config::MAX_CONFIG_BYTES + 1))
         .expect("write");
-    let errors = match config::load_file(&path, &no_env) {
-        Ok(_) => panic!("a file over the limit was accepted"),
-        Err(errors) => errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
-    };
     assert_eq!(
-        errors,
+        file_errors(&path),
         ["the file: is larger than 64 MiB (a thousand probes fit in well under 1 MiB)"]
     );
 }
 
 #[test]
 fn an_endless_file_is_refused_not_read_forever() {
-    let errors = match config::load_file(Path::new("/dev/zero"), &no_env) {
-        Ok(_) => panic!("/dev/zero was accepted"),
-        Err(errors) => errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
-    };
     assert_eq!(
-        errors,
+        file_errors(Path::new("/dev/zero")),
         ["the file: is larger than 64 MiB (a thousand probes fit in well under 1 MiB)"]
     );
 }

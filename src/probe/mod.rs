@@ -72,7 +72,7 @@ struct Prepared {
     /// two.
     racer: io::Result<connect::Racer>,
     /// The TLS client with its ClientHello written, key share included.
-    tls_client: Option<Result<ClientConnection, Failure>>,
+    tls_client: Option<Result<Box<ClientConnection>, Failure>>,
     /// The upgrade request, with its key and the answer it must get.
     request: Result<upgrade::Request, Failure>,
 }

@@ -138,9 +138,12 @@ fn roots_from(path: &str, certs: &[CertificateDer<'static>]) -> Result<RootCertS
 
 /// A client for one run, its ClientHello written: creating it draws the
 /// key share, a scalar multiplication the run does before its clock starts.
-pub fn client(setup: &TlsSetup, url_host: &str) -> Result<ClientConnection, Failure> {
+/// Boxed: made early, it would otherwise sit (1 KiB) in the frames that
+/// stay on the stack while a probe waits for a reply, a page a probe.
+pub fn client(setup: &TlsSetup, url_host: &str) -> Result<Box<ClientConnection>, Failure> {
     let name = server_name(setup, url_host)?;
     ClientConnection::new(setup.client.clone(), name)
+        .map(Box::new)
         .map_err(|e| Failure::open_failed(Phase::Tls, format!("TLS setup: {e}")))
 }
 
@@ -155,8 +158,11 @@ fn server_name(setup: &TlsSetup, url_host: &str) -> Result<ServerName<'static>, 
 /// Finished is verified. With TLS 1.3 the client's own Finished is then
 /// still queued: the upgrade request joins it, and both leave in one
 /// segment (`Transport::send_all`) instead of two or three.
-pub fn handshake(conn: ClientConnection, stream: DeadlineStream) -> Result<TlsStream, Failure> {
-    let mut tls = StreamOwned::new(conn, stream);
+pub fn handshake(
+    conn: Box<ClientConnection>,
+    stream: DeadlineStream,
+) -> Result<TlsStream, Failure> {
+    let mut tls = StreamOwned::new(*conn, stream);
     while tls.conn.is_handshaking() {
         step(&mut tls).map_err(handshake_failure)?;
     }
@@ -353,7 +359,7 @@ mod tests {
         tcp.set_nonblocking(true).unwrap();
         let stream = DeadlineStream::new(tcp, Deadline::after(Duration::from_secs(5)));
         let name = ServerName::try_from("localhost").unwrap();
-        let client = ClientConnection::new(client_config, name).unwrap();
+        let client = Box::new(ClientConnection::new(client_config, name).unwrap());
         let tls = handshake(client, stream).unwrap();
         assert_eq!(version_name(&tls), Some("TLSv1.3"));
         assert!(
