@@ -157,7 +157,7 @@ fn server_name(setup: &TlsSetup, url_host: &str) -> Result<ServerName<'static>, 
 /// Runs the TLS handshake within the stream's deadline, until the server's
 /// Finished is verified. With TLS 1.3 the client's own Finished is then
 /// still queued: the upgrade request joins it, and both leave in one
-/// segment (`Transport::send_all`) instead of two or three.
+/// write (`Transport::send_all`) instead of three.
 pub fn handshake(
     conn: Box<ClientConnection>,
     stream: DeadlineStream,
