@@ -136,7 +136,8 @@ impl Write for DeadlineStream {
 
     /// All the slices in one `sendmsg`: rustls hands over the records it
     /// has queued this way, so the client's Finished and the upgrade
-    /// request behind it leave in one segment, not one each.
+    /// request behind it leave in one write (one segment where they fit),
+    /// not one each.
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         let mut waited = false;
         loop {
