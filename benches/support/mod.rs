@@ -37,31 +37,74 @@ pub struct TestPki {
 }
 
 impl TestPki {
+    /// A private CA: the server sends its leaf alone, and the client
+    /// holds the CA.
     pub fn new(tag: &str) -> Self {
-        let mut ca_params = CertificateParams::new(Vec::new()).expect("CA params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "wsprobe bench CA");
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca_key = KeyPair::generate().expect("CA key");
-        let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
-        let issuer = Issuer::new(ca_params, ca_key);
+        let (root_cert, root) = Self::ca("wsprobe bench CA", &rcgen::PKCS_ECDSA_P256_SHA256, None);
+        let (leaf_cert, leaf_key) = Self::leaf(&root);
+        Self::serving(tag, &root_cert, vec![leaf_cert], leaf_key)
+    }
 
-        let mut leaf_params =
-            CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("leaf params");
-        leaf_params
+    /// The shape of a public CA's ECDSA chain, such as Let's Encrypt's
+    /// (ISRG Root X2, intermediate E5 to E9): a P-384 root and a P-384
+    /// intermediate; the server sends its P-256 leaf and the
+    /// intermediate. The client checks two P-384 signatures on the chain.
+    pub fn public_like(tag: &str) -> Self {
+        let p384 = &rcgen::PKCS_ECDSA_P384_SHA384;
+        let (root_cert, root) = Self::ca("wsprobe bench root", p384, None);
+        let (intermediate_cert, intermediate) =
+            Self::ca("wsprobe bench intermediate", p384, Some(&root));
+        let (leaf_cert, leaf_key) = Self::leaf(&intermediate);
+        Self::serving(
+            tag,
+            &root_cert,
+            vec![leaf_cert, intermediate_cert],
+            leaf_key,
+        )
+    }
+
+    /// A CA certificate, self-signed or signed by `parent`, and its issuer.
+    fn ca(
+        name: &str,
+        algorithm: &'static rcgen::SignatureAlgorithm,
+        parent: Option<&Issuer<'static, KeyPair>>,
+    ) -> (rcgen::Certificate, Issuer<'static, KeyPair>) {
+        let mut params = CertificateParams::new(Vec::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate_for(algorithm).expect("CA key");
+        let cert = match parent {
+            Some(parent) => params.signed_by(&key, parent),
+            None => params.self_signed(&key),
+        }
+        .expect("CA certificate");
+        (cert, Issuer::new(params, key))
+    }
+
+    /// A P-256 leaf for `127.0.0.1`, signed by `issuer`.
+    fn leaf(issuer: &Issuer<'static, KeyPair>) -> (rcgen::Certificate, KeyPair) {
+        let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("leaf params");
+        params
             .distinguished_name
             .push(DnType::CommonName, "127.0.0.1");
-        let leaf_key = KeyPair::generate().expect("leaf key");
-        let leaf_cert = leaf_params
-            .signed_by(&leaf_key, &issuer)
-            .expect("leaf certificate");
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = params.signed_by(&key, issuer).expect("leaf certificate");
+        (cert, key)
+    }
 
+    /// Writes the root for `tls.ca_file` and makes the server's config,
+    /// which sends `chain`.
+    fn serving(
+        tag: &str,
+        root: &rcgen::Certificate,
+        chain: Vec<rcgen::Certificate>,
+        leaf_key: KeyPair,
+    ) -> Self {
         let dir = Self::dir_for(tag, std::process::id());
         std::fs::create_dir_all(&dir).expect("temp dir");
         let ca_file = dir.join("ca.pem");
-        std::fs::write(&ca_file, ca_cert.pem()).expect("write ca.pem");
+        std::fs::write(&ca_file, root.pem()).expect("write ca.pem");
 
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let server = ServerConfig::builder_with_provider(provider)
@@ -69,9 +112,7 @@ impl TestPki {
             .expect("TLS versions")
             .with_no_client_auth()
             .with_single_cert(
-                // The leaf alone: the client holds the CA, as with a
-                // private CA in the field.
-                vec![leaf_cert.der().clone()],
+                chain.iter().map(|cert| cert.der().clone()).collect(),
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
             )
             .expect("server certificate");
