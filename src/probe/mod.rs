@@ -10,6 +10,8 @@ pub mod resolve;
 pub mod stack;
 pub mod tls;
 pub mod upgrade;
+mod validity;
+mod verify;
 pub mod ws;
 
 use std::io;

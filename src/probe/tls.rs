@@ -3,21 +3,21 @@
 //! The client configurations are built once when the config loads (the
 //! webpki root store is shared by every probe that does not bring its own
 //! CA); a run only creates a connection from one and drives the handshake.
+//! Each configuration's verifier remembers the chains it has verified
+//! (`verify`), so a run checks the signatures of a chain it has seen
+//! before only once, and its validity every time.
 
 use std::io;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::Resumption;
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore,
-    StreamOwned,
-};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{CertificateError, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 use super::deadline::DeadlineStream;
+use super::verify;
 use crate::outcome::{Failure, Phase};
 use crate::spec::{TlsOptions, TlsSetup};
 
@@ -93,16 +93,17 @@ impl TlsFactory {
     }
 
     fn client(&self, roots: RootCertStore, insecure: bool) -> Result<Arc<ClientConfig>, String> {
+        let verifier = if insecure {
+            verify::unchecked(&self.provider)
+        } else {
+            verify::checked(roots, &self.provider)
+        };
         let mut config = ClientConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS setup: {e}"))?
-            .with_root_certificates(roots)
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
-        if insecure {
-            config
-                .dangerous()
-                .set_certificate_verifier(Arc::new(AcceptAnyCertificate(self.provider.clone())));
-        }
         // Every run measures a full handshake, as a new client would see it,
         // and no session state accumulates across runs.
         config.resumption = Resumption::disabled();
@@ -237,56 +238,6 @@ fn describe(error: &rustls::Error) -> String {
             format!("TLS: wrong name: {cert}")
         }
         other => format!("TLS: invalid certificate: {other}"),
-    }
-}
-
-/// `insecure_skip_verify`: any certificate is accepted, but the handshake
-/// signatures are still checked so the session itself is sound.
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

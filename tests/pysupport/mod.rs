@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -112,6 +112,7 @@ pub struct TlsMaterial {
     pub wrong_name: (PathBuf, PathBuf),
     /// For `localhost` and `127.0.0.1`, expired in 2001.
     pub expired: (PathBuf, PathBuf),
+    issuer: Issuer<'static, KeyPair>,
 }
 
 pub const WRONG_NAME: &str = "wrong.example";
@@ -137,41 +138,61 @@ impl TlsMaterial {
         let ca_pem = dir.write("ca.pem", &ca_cert.pem());
         let issuer = Issuer::new(ca_params, ca_key);
 
-        let leaf = |file: &str, names: &[&str], expired: bool| -> (PathBuf, PathBuf) {
-            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-            let mut params = CertificateParams::new(names.clone()).expect("leaf params");
-            params
-                .distinguished_name
-                .push(DnType::CommonName, &names[0]);
-            params.use_authority_key_identifier_extension = true;
-            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-            if expired {
-                params.not_before = date_time_ymd(2000, 1, 1);
-                params.not_after = date_time_ymd(2001, 1, 1);
-            } else {
-                params.not_before = date_time_ymd(2000, 1, 1);
-                params.not_after = date_time_ymd(3999, 1, 1);
-            }
-            let key = KeyPair::generate().expect("leaf key");
-            let cert = params.signed_by(&key, &issuer).expect("leaf cert");
-            (
-                dir.write(&format!("{file}.pem"), &cert.pem()),
-                dir.write(&format!("{file}.key"), &key.serialize_pem()),
-            )
-        };
-        let good = leaf("good", &["localhost", "127.0.0.1"], false);
-        let wrong_name = leaf("wrong-name", &[WRONG_NAME], false);
-        let expired = leaf("expired", &["localhost", "127.0.0.1"], true);
-
-        TlsMaterial {
+        let until_3999 = since_epoch(3999, 1, 1);
+        let names = ["localhost", "127.0.0.1"];
+        let mut material = TlsMaterial {
             dir,
             ca_pem,
-            good,
-            wrong_name,
-            expired,
-        }
+            good: Default::default(),
+            wrong_name: Default::default(),
+            expired: Default::default(),
+            issuer,
+        };
+        material.good = material.leaf("good", &names, until_3999);
+        material.wrong_name = material.leaf("wrong-name", &[WRONG_NAME], until_3999);
+        material.expired = material.leaf("expired", &names, since_epoch(2001, 1, 1));
+        material
     }
+
+    /// A leaf for `localhost` and `127.0.0.1`, valid from 2000 until
+    /// `seconds` from now.
+    pub fn leaf_expiring_in(&self, file: &str, seconds: u64) -> (PathBuf, PathBuf) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970");
+        self.leaf(
+            file,
+            &["localhost", "127.0.0.1"],
+            now + Duration::from_secs(seconds),
+        )
+    }
+
+    /// A leaf for `names`, valid from 2000 until `not_after` (since the
+    /// Unix epoch), written as `file`.pem and `file`.key.
+    fn leaf(&self, file: &str, names: &[&str], not_after: Duration) -> (PathBuf, PathBuf) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names.clone()).expect("leaf params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, &names[0]);
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = date_time_ymd(2000, 1, 1);
+        params.not_after = date_time_ymd(1970, 1, 1) + not_after;
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf cert");
+        (
+            self.dir.write(&format!("{file}.pem"), &cert.pem()),
+            self.dir.write(&format!("{file}.key"), &key.serialize_pem()),
+        )
+    }
+}
+
+/// Midnight UTC of a date, as time since the Unix epoch.
+fn since_epoch(year: i32, month: u8, day: u8) -> Duration {
+    let seconds = date_time_ymd(year, month, day).unix_timestamp();
+    Duration::from_secs(u64::try_from(seconds).expect("a date after 1970"))
 }
 
 /// Starts a TLS Python server presenting `leaf` (cert, key), plus `extra` argv.
