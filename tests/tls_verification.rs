@@ -1,7 +1,7 @@
 //! Certificate verification across runs, through the real binary.
 //!
 //! A probe remembers the chains it has verified and does not check their
-//! signatures again (README, "Certificate checks across runs"). The
+//! signatures again (README, "Decisions where the contract is silent"). The
 //! promise under test: that changes the CPU a run spends, never its
 //! verdict. A certificate that expires between two runs fails the second,
 //! and a server that changes its certificate is judged on the new one.

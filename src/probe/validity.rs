@@ -1,11 +1,13 @@
 //! When a certificate is valid, read from its DER (RFC 5280, 4.1.2.5).
 //!
 //! `verify` needs it: time is the one input of webpki's verdict on a
-//! chain that changes while the chain's bytes stay the same. The bytes
-//! read here have already passed webpki, so a short walk suffices:
-//! Certificate, TBSCertificate, past version, serial number, signature
-//! and issuer, to Validity. Anything else than what RFC 5280 allows there
-//! gives None, and the chain is then verified in full on every run.
+//! chain that changes while the chain's bytes stay the same. A short walk
+//! suffices: Certificate, TBSCertificate, past version, serial number,
+//! signature and issuer, to Validity, where webpki reads it too. It is no
+//! validator: webpki has already judged every certificate on the path,
+//! and one the server sent besides can only narrow the window. What the
+//! walk does not expect gives None, and the chain is then verified in
+//! full on every run.
 
 const SEQUENCE: u8 = 0x30;
 const INTEGER: u8 = 0x02;
@@ -111,7 +113,15 @@ fn time(tag: u8, text: &[u8]) -> Option<u64> {
     let [month, day, hour, minute, second] = [0, 2, 4, 6, 8].map(|at| number(&rest[at..at + 2]));
     let (month, day) = (month?, day?);
     let (hour, minute, second) = (hour?, minute?, second?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        1..=12 => 31,
+        _ => return None,
+    };
+    if !(1..=month_days).contains(&day) {
         return None;
     }
     if hour > 23 || minute > 59 || second > 59 {
@@ -170,6 +180,11 @@ mod tests {
             "UTCTime 49 is 2049"
         );
         assert_eq!(time(UTC_TIME, b"700101000000Z"), Some(0));
+        assert_eq!(time(UTC_TIME, b"240229000000Z"), Some(1_709_164_800));
+        assert_eq!(
+            time(GENERALIZED_TIME, b"20000229000000Z"),
+            Some(951_782_400)
+        );
         assert_eq!(
             time(GENERALIZED_TIME, b"20500101000000Z"),
             Some(2_524_608_000)
@@ -218,6 +233,10 @@ mod tests {
             (UTC_TIME, b"01010100000Z0"),
             (UTC_TIME, b"011301000000Z"),
             (UTC_TIME, b"010100000000Z"),
+            (UTC_TIME, b"250231000000Z"),
+            (UTC_TIME, b"250431000000Z"),
+            (UTC_TIME, b"250229000000Z"),
+            (GENERALIZED_TIME, b"21000229000000Z"),
             (UTC_TIME, b"010101240000Z"),
             (UTC_TIME, b"01010100006 Z"),
             (GENERALIZED_TIME, b"19691231235959Z"),

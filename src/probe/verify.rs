@@ -17,10 +17,13 @@
 //! (CertificateVerify), which proves it holds the key, is checked on
 //! every run.
 //!
-//! Why a hit is sound: webpki's path is made of certificates the server
-//! sent. If all of those are within their validity, every check that
-//! passed before passes again: none but the validity checks depends on
-//! the time, and no revocation lists are configured.
+//! Why a hit is sound: a chain is remembered only if every certificate
+//! the server sent was within its validity when webpki accepted it, and
+//! is accepted again only while they all still are. webpki's path is made
+//! of certificates the server sent, and none of its checks but those of
+//! validity depends on the time (no revocation lists are configured). So
+//! the same search, over the same bytes, would find the same path again,
+//! within the same budget of signature checks.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -55,8 +58,10 @@ pub fn unchecked(provider: &CryptoProvider) -> Arc<dyn ServerCertVerifier> {
 }
 
 /// What rustls's own webpki verifier does when it has no revocation
-/// lists, made of rustls's public parts: its builder brings revocation
-/// code this agent never uses, 26 KB of the aarch64 binary.
+/// lists, made of rustls's public parts. That verifier carries revocation
+/// code the agent never uses: the aarch64 binary is 6 KB smaller with
+/// this one, memory of chains included, and wrapping that one (through
+/// its builder) would have made it 26 KB larger.
 #[derive(Debug)]
 struct Webpki {
     roots: RootCertStore,
@@ -200,25 +205,35 @@ impl Memory {
     }
 }
 
-/// SHA-256 over the name and every certificate, each with its length;
-/// None for a kind of name this does not know (never remembered).
+/// SHA-256 over the name, its kind (so that a four-letter DNS name is
+/// never taken for an IPv4 address) and every certificate, each with its
+/// length; None for a kind of name this does not know (never remembered).
 fn key_of(
     end_entity: &CertificateDer<'_>,
     intermediates: &[CertificateDer<'_>],
     server_name: &ServerName<'_>,
 ) -> Option<[u8; 32]> {
-    let mut context = digest::Context::new(&digest::SHA256);
-    match server_name {
-        ServerName::DnsName(name) => context.update(name.as_ref().as_bytes()),
-        ServerName::IpAddress(address) => match IpAddr::from(*address) {
-            IpAddr::V4(v4) => context.update(&v4.octets()),
-            IpAddr::V6(v6) => context.update(&v6.octets()),
-        },
+    let ip;
+    let (kind, name): (u8, &[u8]) = match server_name {
+        ServerName::DnsName(name) => (b'd', name.as_ref().as_bytes()),
+        ServerName::IpAddress(address) => {
+            ip = IpAddr::from(*address);
+            match &ip {
+                IpAddr::V4(v4) => (b'4', &v4.octets()[..]),
+                IpAddr::V6(v6) => (b'6', &v6.octets()[..]),
+            }
+        }
         _ => return None,
-    }
-    for cert in std::iter::once(end_entity).chain(intermediates) {
-        context.update(&(cert.len() as u64).to_be_bytes());
-        context.update(cert);
+    };
+    let mut context = digest::Context::new(&digest::SHA256);
+    context.update(&[kind]);
+    for part in std::iter::once(name).chain(
+        std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|cert| cert.as_ref()),
+    ) {
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part);
     }
     let mut key = [0; 32];
     key.copy_from_slice(context.finish().as_ref());
@@ -315,39 +330,69 @@ mod tests {
     use rustls::CertificateError;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A CA valid 2000-4000 and its leaf for `localhost`, valid 2020-2030.
+    /// A CA valid 2000-4000 and what it signed.
     struct Chain {
         roots: RootCertStore,
+        /// For `localhost`, valid 2020-2030; `other_leaf` likewise.
         leaf: CertificateDer<'static>,
         other_leaf: CertificateDer<'static>,
+        /// For `t.co`, valid 2020-2030.
+        tco_leaf: CertificateDer<'static>,
+        /// An intermediate valid 2000-2026 and its leaf for `localhost`,
+        /// valid 2020-2030.
+        intermediate: CertificateDer<'static>,
+        under_intermediate: CertificateDer<'static>,
+        /// A certificate of no use to any path, valid 2026-2040.
+        early: CertificateDer<'static>,
     }
 
-    fn chain() -> Chain {
+    fn params(names: &[&str], from: i32, to: i32) -> CertificateParams {
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.not_before = date_time_ymd(from, 1, 1);
+        params.not_after = date_time_ymd(to, 1, 1);
+        params
+    }
+
+    fn ca_params(from: i32, to: i32) -> CertificateParams {
         static CAS: AtomicUsize = AtomicUsize::new(0);
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut ca = params(&[], from, to);
         let serial = CAS.fetch_add(1, Ordering::SeqCst);
         ca.distinguished_name
             .push(DnType::CommonName, format!("test CA {serial}"));
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-        ca.not_before = date_time_ymd(2000, 1, 1);
-        ca.not_after = date_time_ymd(4000, 1, 1);
+        ca
+    }
+
+    fn chain() -> Chain {
+        let ca = ca_params(2000, 4000);
         let ca_key = KeyPair::generate().unwrap();
         let ca_cert = ca.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca, ca_key);
-        let leaf = || {
-            let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-            params.not_before = date_time_ymd(2020, 1, 1);
-            params.not_after = date_time_ymd(2030, 1, 1);
+        let leaf = |issuer: &Issuer<'_, KeyPair>, name: &str| {
             let key = KeyPair::generate().unwrap();
-            params.signed_by(&key, &issuer).unwrap().der().clone()
+            let params = params(&[name], 2020, 2030);
+            params.signed_by(&key, issuer).unwrap().der().clone()
         };
+        let intermediate = ca_params(2000, 2026);
+        let intermediate_key = KeyPair::generate().unwrap();
+        let intermediate_cert = intermediate.signed_by(&intermediate_key, &issuer).unwrap();
+        let by_intermediate = Issuer::new(intermediate, intermediate_key);
+        let early_key = KeyPair::generate().unwrap();
+        let early = params(&["early.example"], 2026, 2040)
+            .self_signed(&early_key)
+            .unwrap();
         let mut roots = RootCertStore::empty();
         roots.add(ca_cert.der().clone()).unwrap();
         Chain {
             roots,
-            leaf: leaf(),
-            other_leaf: leaf(),
+            leaf: leaf(&issuer, "localhost"),
+            other_leaf: leaf(&issuer, "localhost"),
+            tco_leaf: leaf(&issuer, "t.co"),
+            intermediate: intermediate_cert.der().clone(),
+            under_intermediate: leaf(&by_intermediate, "localhost"),
+            early: early.der().clone(),
         }
     }
 
@@ -489,6 +534,66 @@ mod tests {
         );
         assert!(with_extra.is_ok(), "{with_extra:?}");
         assert_eq!(webpki.calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn a_dns_name_is_never_taken_for_the_ip_address_of_the_same_bytes() {
+        let chain = chain();
+        let (cache, _) = verifier(chain.roots.clone());
+        verify(&cache, &chain.tco_leaf, "t.co", at(2025, 6, 1)).unwrap();
+        // "t.co" is the bytes 116, 46, 99, 111.
+        let posing = verify(&cache, &chain.tco_leaf, "116.46.99.111", at(2025, 6, 1));
+        assert!(
+            matches!(
+                posing,
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForNameContext { .. }
+                        | CertificateError::NotValidForName
+                ))
+            ),
+            "{posing:?}"
+        );
+    }
+
+    #[test]
+    fn an_intermediate_that_expires_first_ends_the_hits() {
+        let chain = chain();
+        let (cache, webpki) = verifier(chain.roots.clone());
+        let sent = std::slice::from_ref(&chain.intermediate);
+        let localhost = name("localhost");
+        let check =
+            |now| cache.verify_server_cert(&chain.under_intermediate, sent, &localhost, &[], now);
+        check(at(2025, 6, 1)).unwrap();
+        check(at(2025, 7, 1)).unwrap();
+        assert_eq!(webpki.calls.load(Ordering::SeqCst), 1);
+        let expired = check(at(2026, 1, 2));
+        assert!(
+            matches!(
+                expired,
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::ExpiredContext { .. } | CertificateError::Expired
+                ))
+            ),
+            "{expired:?}"
+        );
+        assert_eq!(webpki.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_chain_sent_with_a_certificate_out_of_its_validity_is_not_remembered() {
+        let chain = chain();
+        let (cache, webpki) = verifier(chain.roots.clone());
+        // webpki accepts it every time: the extra one is on no path.
+        let sent = std::slice::from_ref(&chain.early);
+        let localhost = name("localhost");
+        let check = |now| cache.verify_server_cert(&chain.leaf, sent, &localhost, &[], now);
+        // Not remembered while the extra one is not valid yet: a chain is
+        // remembered only as webpki saw it, every certificate valid.
+        check(at(2025, 6, 1)).unwrap();
+        check(at(2026, 6, 1)).unwrap();
+        assert_eq!(webpki.calls.load(Ordering::SeqCst), 2);
+        check(at(2026, 7, 1)).unwrap();
+        assert_eq!(webpki.calls.load(Ordering::SeqCst), 2);
     }
 
     #[test]
