@@ -197,6 +197,9 @@ impl Memory {
         if let Some(same) = self.entries.iter_mut().find(|e| e.key == entry.key) {
             *same = entry;
         } else if self.entries.len() < CAPACITY {
+            // One at a time: most verifiers (a probe's own CA) only ever
+            // hold one chain, and a probe's bytes count on a router.
+            self.entries.reserve_exact(1);
             self.entries.push(entry);
         } else {
             self.entries[self.oldest] = entry;
