@@ -6,8 +6,8 @@
 //! A probe meets the same chain run after run, and checking it is CPU time
 //! inside `tls_ms`: one signature check per link, 0.05 ms for P-256 and
 //! 0.76 ms for P-384 (which Let's Encrypt's ECDSA intermediates use) on
-//! the x86_64 machine this was measured on, and several times that on a
-//! router's ARM core. webpki's verdict depends on the chain's bytes, the
+//! the x86_64 machine this was measured on, and more on a router's slower
+//! core. webpki's verdict depends on the chain's bytes, the
 //! server name, the trusted roots and the time. So the memory belongs to
 //! one verifier (one root store), is keyed by a digest of the name and the
 //! bytes, and a hit still checks the time: every certificate the server
