@@ -43,7 +43,7 @@ use super::validity;
 /// Verifies against `roots`, remembering what passed.
 pub fn checked(roots: RootCertStore, provider: &CryptoProvider) -> Arc<dyn ServerCertVerifier> {
     let webpki = Webpki {
-        roots,
+        roots: Some(roots),
         algorithms: provider.signature_verification_algorithms,
     };
     Arc::new(Remembering::new(Arc::new(webpki)))
@@ -52,9 +52,10 @@ pub fn checked(roots: RootCertStore, provider: &CryptoProvider) -> Arc<dyn Serve
 /// `insecure_skip_verify`: any certificate is accepted, but the handshake
 /// signatures are still checked so the session itself is sound.
 pub fn unchecked(provider: &CryptoProvider) -> Arc<dyn ServerCertVerifier> {
-    Arc::new(AcceptAnyCertificate(
-        provider.signature_verification_algorithms,
-    ))
+    Arc::new(Webpki {
+        roots: None,
+        algorithms: provider.signature_verification_algorithms,
+    })
 }
 
 /// What rustls's own webpki verifier does when it has no revocation
@@ -64,7 +65,8 @@ pub fn unchecked(provider: &CryptoProvider) -> Arc<dyn ServerCertVerifier> {
 /// its builder) would have made it 26 KB larger.
 #[derive(Debug)]
 struct Webpki {
-    roots: RootCertStore,
+    /// None: any chain is accepted (`unchecked`).
+    roots: Option<RootCertStore>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -77,10 +79,13 @@ impl ServerCertVerifier for Webpki {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(roots) = &self.roots else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let cert = ParsedCertificate::try_from(end_entity)?;
         verify_server_cert_signed_by_trust_anchor(
             &cert,
-            &self.roots,
+            roots,
             intermediates,
             now,
             self.algorithms.all,
@@ -112,44 +117,6 @@ impl ServerCertVerifier for Webpki {
     }
 }
 
-#[derive(Debug)]
-struct AcceptAnyCertificate(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
-}
-
 /// Chains remembered per verifier: one per host a config probes is
 /// typical; past this the oldest is forgotten. 48 bytes each.
 const CAPACITY: usize = 64;
@@ -157,6 +124,9 @@ const CAPACITY: usize = 64;
 pub struct Remembering {
     inner: Arc<dyn ServerCertVerifier>,
     verified: Mutex<Memory>,
+    /// How often `inner` was asked to verify a chain, for the tests.
+    #[cfg(test)]
+    full_checks: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -177,6 +147,8 @@ impl Remembering {
         Remembering {
             inner,
             verified: Mutex::default(),
+            #[cfg(test)]
+            full_checks: Default::default(),
         }
     }
 
@@ -271,6 +243,9 @@ impl ServerCertVerifier for Remembering {
                 return Ok(ServerCertVerified::assertion());
             }
         }
+        #[cfg(test)]
+        self.full_checks
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let verified = self.inner.verify_server_cert(
             end_entity,
             intermediates,
@@ -330,7 +305,7 @@ mod tests {
         KeyUsagePurpose,
     };
     use rustls::client::WebPkiServerVerifier;
-    use rustls::CertificateError;
+    use rustls::CertificateError as C;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A CA valid 2000-4000 and what it signed.
@@ -399,68 +374,38 @@ mod tests {
         }
     }
 
-    /// `Webpki`, counting how often it is asked.
-    #[derive(Debug)]
-    struct Counting {
-        webpki: Webpki,
-        calls: AtomicUsize,
-    }
-
-    impl ServerCertVerifier for Counting {
-        fn verify_server_cert(
-            &self,
-            end_entity: &CertificateDer<'_>,
-            intermediates: &[CertificateDer<'_>],
-            server_name: &ServerName<'_>,
-            ocsp_response: &[u8],
-            now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            self.webpki.verify_server_cert(
-                end_entity,
-                intermediates,
-                server_name,
-                ocsp_response,
-                now,
-            )
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            self.webpki.verify_tls12_signature(message, cert, dss)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            self.webpki.verify_tls13_signature(message, cert, dss)
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.webpki.supported_verify_schemes()
-        }
-    }
-
     fn webpki(roots: RootCertStore) -> Webpki {
         Webpki {
-            roots,
+            roots: Some(roots),
             algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
         }
     }
 
-    fn verifier(roots: RootCertStore) -> (Remembering, Arc<Counting>) {
-        let counting = Arc::new(Counting {
-            webpki: webpki(roots),
-            calls: AtomicUsize::new(0),
-        });
-        (Remembering::new(counting.clone()), counting)
+    fn verifier(roots: RootCertStore) -> Remembering {
+        Remembering::new(Arc::new(webpki(roots)))
+    }
+
+    /// A chain, and a verifier that trusts its CA.
+    fn remembering() -> (Chain, Remembering) {
+        let chain = chain();
+        let cache = verifier(chain.roots.clone());
+        (chain, cache)
+    }
+
+    fn full_checks(cache: &Remembering) -> usize {
+        cache.full_checks.load(Ordering::SeqCst)
+    }
+
+    /// `result` is a certificate error that matches `pattern`.
+    macro_rules! assert_cert_error {
+        ($result:expr, $pattern:pat) => {
+            match $result {
+                Err(rustls::Error::InvalidCertificate(error)) => {
+                    assert!(matches!(error, $pattern), "{error:?}")
+                }
+                other => panic!("expected a certificate error, got {other:?}"),
+            }
+        };
     }
 
     fn at(year: i32, month: u8, day: u8) -> UnixTime {
@@ -484,46 +429,27 @@ mod tests {
 
     #[test]
     fn the_same_chain_and_name_are_checked_once() {
-        let chain = chain();
-        let (cache, webpki) = verifier(chain.roots.clone());
+        let (chain, cache) = remembering();
         for _ in 0..3 {
             verify(&cache, &chain.leaf, "localhost", at(2025, 6, 1)).unwrap();
         }
-        assert_eq!(webpki.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(full_checks(&cache), 1);
     }
 
     #[test]
     fn a_hit_past_the_validity_is_verified_again_and_fails_as_expired() {
-        let chain = chain();
-        let (cache, webpki) = verifier(chain.roots.clone());
+        let (chain, cache) = remembering();
         verify(&cache, &chain.leaf, "localhost", at(2025, 6, 1)).unwrap();
         let expired = verify(&cache, &chain.leaf, "localhost", at(2030, 1, 2));
-        assert!(
-            matches!(
-                expired,
-                Err(rustls::Error::InvalidCertificate(
-                    CertificateError::ExpiredContext { .. } | CertificateError::Expired
-                ))
-            ),
-            "{expired:?}"
-        );
+        assert_cert_error!(expired, C::ExpiredContext { .. } | C::Expired);
         let early = verify(&cache, &chain.leaf, "localhost", at(2019, 12, 31));
-        assert!(
-            matches!(
-                early,
-                Err(rustls::Error::InvalidCertificate(
-                    CertificateError::NotValidYetContext { .. } | CertificateError::NotValidYet
-                ))
-            ),
-            "{early:?}"
-        );
-        assert_eq!(webpki.calls.load(Ordering::SeqCst), 3);
+        assert_cert_error!(early, C::NotValidYetContext { .. } | C::NotValidYet);
+        assert_eq!(full_checks(&cache), 3);
     }
 
     #[test]
     fn another_name_or_another_chain_is_not_a_hit() {
-        let chain = chain();
-        let (cache, webpki) = verifier(chain.roots.clone());
+        let (chain, cache) = remembering();
         verify(&cache, &chain.leaf, "localhost", at(2025, 6, 1)).unwrap();
         let wrong = verify(&cache, &chain.leaf, "other.example", at(2025, 6, 1));
         assert!(wrong.is_err(), "{wrong:?}");
@@ -536,56 +462,39 @@ mod tests {
             at(2025, 6, 1),
         );
         assert!(with_extra.is_ok(), "{with_extra:?}");
-        assert_eq!(webpki.calls.load(Ordering::SeqCst), 4);
+        assert_eq!(full_checks(&cache), 4);
     }
 
     #[test]
     fn a_dns_name_is_never_taken_for_the_ip_address_of_the_same_bytes() {
-        let chain = chain();
-        let (cache, _) = verifier(chain.roots.clone());
+        let (chain, cache) = remembering();
         verify(&cache, &chain.tco_leaf, "t.co", at(2025, 6, 1)).unwrap();
         // "t.co" is the bytes 116, 46, 99, 111.
         let posing = verify(&cache, &chain.tco_leaf, "116.46.99.111", at(2025, 6, 1));
-        assert!(
-            matches!(
-                posing,
-                Err(rustls::Error::InvalidCertificate(
-                    CertificateError::NotValidForNameContext { .. }
-                        | CertificateError::NotValidForName
-                ))
-            ),
-            "{posing:?}"
+        assert_cert_error!(
+            posing,
+            C::NotValidForNameContext { .. } | C::NotValidForName
         );
     }
 
     #[test]
     fn an_intermediate_that_expires_first_ends_the_hits() {
-        let chain = chain();
-        let (cache, webpki) = verifier(chain.roots.clone());
+        let (chain, cache) = remembering();
         let sent = std::slice::from_ref(&chain.intermediate);
         let localhost = name("localhost");
         let check =
             |now| cache.verify_server_cert(&chain.under_intermediate, sent, &localhost, &[], now);
         check(at(2025, 6, 1)).unwrap();
         check(at(2025, 7, 1)).unwrap();
-        assert_eq!(webpki.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(full_checks(&cache), 1);
         let expired = check(at(2026, 1, 2));
-        assert!(
-            matches!(
-                expired,
-                Err(rustls::Error::InvalidCertificate(
-                    CertificateError::ExpiredContext { .. } | CertificateError::Expired
-                ))
-            ),
-            "{expired:?}"
-        );
-        assert_eq!(webpki.calls.load(Ordering::SeqCst), 2);
+        assert_cert_error!(expired, C::ExpiredContext { .. } | C::Expired);
+        assert_eq!(full_checks(&cache), 2);
     }
 
     #[test]
     fn a_chain_sent_with_a_certificate_out_of_its_validity_is_not_remembered() {
-        let chain = chain();
-        let (cache, webpki) = verifier(chain.roots.clone());
+        let (chain, cache) = remembering();
         // webpki accepts it every time: the extra one is on no path.
         let sent = std::slice::from_ref(&chain.early);
         let localhost = name("localhost");
@@ -594,32 +503,24 @@ mod tests {
         // remembered only as webpki saw it, every certificate valid.
         check(at(2025, 6, 1)).unwrap();
         check(at(2026, 6, 1)).unwrap();
-        assert_eq!(webpki.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(full_checks(&cache), 2);
         check(at(2026, 7, 1)).unwrap();
-        assert_eq!(webpki.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(full_checks(&cache), 2);
     }
 
     #[test]
     fn a_failure_is_not_remembered_and_other_roots_know_nothing() {
         let stranger = chain();
         let chain = chain();
-        let (cache, webpki) = verifier(stranger.roots.clone());
+        let cache = verifier(stranger.roots.clone());
         for _ in 0..2 {
             let unknown = verify(&cache, &chain.leaf, "localhost", at(2025, 6, 1));
-            assert!(
-                matches!(
-                    unknown,
-                    Err(rustls::Error::InvalidCertificate(
-                        CertificateError::UnknownIssuer
-                    ))
-                ),
-                "{unknown:?}"
-            );
+            assert_cert_error!(unknown, C::UnknownIssuer);
         }
-        assert_eq!(webpki.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(full_checks(&cache), 2);
         // The cache of a verifier that trusts the chain does not make
         // this one trust it.
-        let (trusting, _) = verifier(chain.roots.clone());
+        let trusting = verifier(chain.roots.clone());
         verify(&trusting, &chain.leaf, "localhost", at(2025, 6, 1)).unwrap();
         assert!(verify(&cache, &chain.leaf, "localhost", at(2025, 6, 1)).is_err());
     }
