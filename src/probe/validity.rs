@@ -39,16 +39,16 @@ impl Window {
 
 /// The validity of the certificate `der`, or None if it cannot be read.
 pub fn of(der: &[u8]) -> Option<Window> {
-    let (certificate, _) = expect(der, SEQUENCE)?;
-    let (tbs, _) = expect(certificate, SEQUENCE)?;
+    let (certificate, _) = tagged(der, SEQUENCE)?;
+    let (tbs, _) = tagged(certificate, SEQUENCE)?;
     let mut rest = tbs;
     if rest.first() == Some(&VERSION) {
         rest = tlv(rest)?.2;
     }
-    let (_serial, rest) = expect(rest, INTEGER)?;
-    let (_signature, rest) = expect(rest, SEQUENCE)?;
-    let (_issuer, rest) = expect(rest, SEQUENCE)?;
-    let (validity, _) = expect(rest, SEQUENCE)?;
+    let (_serial, rest) = tagged(rest, INTEGER)?;
+    let (_signature, rest) = tagged(rest, SEQUENCE)?;
+    let (_issuer, rest) = tagged(rest, SEQUENCE)?;
+    let (validity, _) = tagged(rest, SEQUENCE)?;
     let (tag, not_before, rest) = tlv(validity)?;
     let not_before = time(tag, not_before)?;
     let (tag, not_after, _) = tlv(rest)?;
@@ -60,7 +60,7 @@ pub fn of(der: &[u8]) -> Option<Window> {
 }
 
 /// The contents of a TLV that must carry `tag`, and what follows it.
-fn expect(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+fn tagged(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
     match tlv(input)? {
         (found, contents, rest) if found == tag => Some((contents, rest)),
         _ => None,
