@@ -240,8 +240,9 @@ struct Loader<'a> {
     tls: TlsFactory,
     /// Read at the first `"env"` proxy, once for every probe.
     env_proxies: Option<EnvProxies>,
-    /// The variables whose bad value was reported already (once is enough).
-    env_proxy_errors: Vec<&'static str>,
+    /// What was said about them already, once being enough: the
+    /// variables whose value is wrong, the schemes that have none.
+    env_proxy_said: Vec<&'static str>,
 }
 
 impl<'a> Loader<'a> {
@@ -252,7 +253,7 @@ impl<'a> Loader<'a> {
             warnings: Vec::new(),
             tls: TlsFactory::default(),
             env_proxies: None,
-            env_proxy_errors: Vec::new(),
+            env_proxy_said: Vec::new(),
         }
     }
 

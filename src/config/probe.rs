@@ -436,20 +436,24 @@ impl Loader<'_> {
         let variable = proxies.variable_for(target);
         match (proxies.proxy_for(target), variable) {
             (Ok(None), None) => {
-                let unset = if target.secure {
-                    "neither https_proxy nor HTTPS_PROXY is set"
+                let (scheme, unset) = if target.secure {
+                    ("wss", "neither https_proxy nor HTTPS_PROXY is set")
                 } else {
-                    "http_proxy is not set"
+                    ("ws", "http_proxy is not set")
                 };
-                self.warnings.push(format!(
-                    "{place}: proxy is \"env\" but {unset}: it connects directly"
-                ));
+                // Once for every probe of the scheme, not once each.
+                if !self.env_proxy_said.contains(&scheme) {
+                    self.env_proxy_said.push(scheme);
+                    self.warnings.push(format!(
+                        "proxy is \"env\" but {unset}: {scheme}:// probes connect directly"
+                    ));
+                }
                 None
             }
             (Ok(proxy), _) => proxy,
             (Err((message, hint)), Some(variable)) => {
-                if !self.env_proxy_errors.contains(&variable) {
-                    self.env_proxy_errors.push(variable);
+                if !self.env_proxy_said.contains(&variable) {
+                    self.env_proxy_said.push(variable);
                     self.error_with_hint(place, "proxy", message, hint);
                 }
                 None
