@@ -56,11 +56,3 @@ for pkg in "${!want[@]}"; do
     fi
     echo "$pkg $version"
 done
-# A package's postinst may have started its service where no policy-rc.d
-# was in the way (a machine that had one is left as it was): the tests
-# need the ports and run their own.
-for service in squid tinyproxy; do
-    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
-        echo "note: a system $service service is running; the tests do not use it"
-    fi
-done
