@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use super::url::host_and_port;
+use super::url::{host_and_port, Problem};
 use super::Env;
 use crate::spec::{Proxy, Target};
 
@@ -20,9 +20,6 @@ pub enum ProxyChoice {
     Env,
     Given(Proxy),
 }
-
-/// A message and maybe a hint, as the loader reports them.
-pub type Problem = (String, Option<String>);
 
 /// Parses `http://[user:pass@]host[:port][/]`. `scheme_optional` lets a
 /// value from the environment leave out `http://`, as curl allows.

@@ -8,7 +8,7 @@ use crate::spec::Target;
 /// common parsers drop a fragment silently or accept port 99999. Errors
 /// never quote the URL: a password with an unencoded `/` would otherwise
 /// show up as "the port".
-pub fn parse_url(raw: &str) -> Result<Target, (String, Option<String>)> {
+pub fn parse_url(raw: &str) -> Result<Target, Problem> {
     let plain = |m: &str| (m.to_owned(), None);
     if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(plain("must not contain spaces or control characters"));
@@ -64,12 +64,15 @@ pub fn parse_url(raw: &str) -> Result<Target, (String, Option<String>)> {
     Ok(target)
 }
 
+/// What is wrong with a URL: a message and maybe a hint, never the URL.
+pub(super) type Problem = (String, Option<String>);
+
 /// The host (lower case, IPv6 without brackets), its address when it is an
 /// IP literal, and the port of an authority's `host[:port]`.
 pub(super) fn host_and_port(
     host_port: &str,
     default_port: u16,
-) -> Result<(String, Option<IpAddr>, u16), (String, Option<String>)> {
+) -> Result<(String, Option<IpAddr>, u16), Problem> {
     let plain = |m: &str| (m.to_owned(), None);
     let (host, ip, port_text) = if let Some(bracketed) = host_port.strip_prefix('[') {
         let (inside, after) = bracketed

@@ -57,7 +57,7 @@ pub fn resolve(host: &str, port: u16, deadline: &Deadline) -> Result<Vec<SocketA
             PENDING.with(|pending| {
                 *pending.borrow_mut() = Some(Pending {
                     host: host.to_owned(),
-                    port: port,
+                    port,
                     answer,
                 })
             });
