@@ -59,7 +59,7 @@ free_port() {
 }
 wait_ready() { # PID PIDFILE PORT
     for _ in $(seq 400); do
-        [ "$(tr -d ' \n' < "$2" 2>/dev/null)" = "$1" ] &&
+        [ "$(tr -d ' \n' 2>/dev/null < "$2")" = "$1" ] &&
             "$PY" -c "import socket; socket.create_connection(('127.0.0.1', $3), 1)" 2>/dev/null &&
             return
         sleep 0.05
