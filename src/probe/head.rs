@@ -8,6 +8,10 @@ use crate::outcome::{Failure, Phase};
 /// A larger answer head is refused: a hostile peer gets no more memory.
 pub const MAX_HEAD: usize = 64 * 1024;
 
+/// More header lines than this is no WebSocket server or proxy we want to
+/// talk to.
+pub const MAX_HEADERS: usize = 64;
+
 /// What the start of the bytes read so far holds, short of a failure.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Answer {
@@ -73,6 +77,25 @@ pub fn read_answer(
                 ),
             ));
         }
+    }
+}
+
+/// Parses the head at the start of `buf` into `answer`: its length once
+/// it is whole, `None` while it is not.
+pub fn parse<'b>(
+    buf: &'b [u8],
+    answer: &mut httparse::Response<'_, 'b>,
+    exchange: &Exchange,
+) -> Result<Option<usize>, Failure> {
+    let failed = |detail: String| Failure::open_failed(exchange.phase, detail);
+    match answer.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => Ok(Some(len)),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(failed(format!(
+            "{} has more than {MAX_HEADERS} headers",
+            exchange.answer
+        ))),
+        Err(e) => Err(failed(format!("{} is not HTTP: {e}", exchange.answer))),
     }
 }
 

@@ -12,13 +12,10 @@
 use std::io::Write;
 
 use super::deadline::DeadlineStream;
-use super::head::{self, io_failure, Answer, Exchange};
+use super::head::{self, io_failure, Answer, Exchange, MAX_HEADERS};
 use super::upgrade::{basic_credentials, USER_AGENT};
 use crate::outcome::{Failure, Meta, Phase};
 use crate::spec::{Proxy, Target};
-
-/// More header lines than this is no proxy we want to talk to.
-const MAX_HEADERS: usize = 64;
 
 /// The proxy's answer to CONNECT, in the words its failures use.
 const CONNECT: Exchange = Exchange {
@@ -81,22 +78,10 @@ pub fn tunnel(
 /// Checks the proxy's answer at the start of `buf`: a 2xx opens the
 /// tunnel, a 1xx is passed over, anything else is a refusal.
 fn check_answer(buf: &[u8], meta: &mut Meta) -> Result<Answer, Failure> {
-    let failed = |detail: String| Failure::open_failed(Phase::Proxy, detail);
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut answer = httparse::Response::new(&mut headers);
-    let head_len = match answer.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(Answer::Incomplete),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(failed(format!(
-                "the proxy's answer to CONNECT has more than {MAX_HEADERS} headers"
-            )))
-        }
-        Err(e) => {
-            return Err(failed(format!(
-                "the proxy's answer to CONNECT is not HTTP: {e}"
-            )))
-        }
+    let Some(head_len) = head::parse(buf, &mut answer, &CONNECT)? else {
+        return Ok(Answer::Incomplete);
     };
     let status = answer.code.unwrap_or(0);
     match status {
@@ -109,10 +94,10 @@ fn check_answer(buf: &[u8], meta: &mut Meta) -> Result<Answer, Failure> {
                 "HTTP/1.{version} {status} {}",
                 head::reason_phrase(answer.reason)
             );
-            Err(failed(format!(
-                "the proxy refused CONNECT: {}",
-                line.trim_end()
-            )))
+            Err(Failure::open_failed(
+                Phase::Proxy,
+                format!("the proxy refused CONNECT: {}", line.trim_end()),
+            ))
         }
     }
 }

@@ -12,7 +12,7 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::WebSocket;
 
 use super::clip;
-use super::head::{self, io_failure, Answer, Exchange};
+use super::head::{self, io_failure, Answer, Exchange, MAX_HEADERS};
 use super::ws::{base64, Transport};
 use crate::outcome::{Failure, Meta, Phase};
 use crate::redact;
@@ -28,9 +28,6 @@ const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// A server's words quoted in a record are cut to this many bytes (a
 /// `Location`, to eight times as many): a record stays a short line.
 const MAX_QUOTED: usize = 128;
-
-/// More header lines than this is no WebSocket server we want to talk to.
-const MAX_HEADERS: usize = 64;
 
 /// The upgrade request and the answer it must get. Made before the run's
 /// clock starts: the key (a draw from the OS's randomness) and the SHA-1
@@ -174,15 +171,8 @@ fn check_answer(
     let failed = |detail: String| Failure::open_failed(Phase::Upgrade, detail);
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut answer = httparse::Response::new(&mut headers);
-    let head_len = match answer.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(Answer::Incomplete),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(failed(format!(
-                "the upgrade answer has more than {MAX_HEADERS} headers"
-            )))
-        }
-        Err(e) => return Err(failed(format!("the server's answer is not HTTP: {e}"))),
+    let Some(head_len) = head::parse(buf, &mut answer, &UPGRADE)? else {
+        return Ok(Answer::Incomplete);
     };
     let status = answer.code.unwrap_or(0);
     if (100..200).contains(&status) && status != 101 {
