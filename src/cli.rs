@@ -42,6 +42,8 @@ probe flags (the config's probe fields):
   --interface NAME          send through this interface (SO_BINDTODEVICE)
   --source-ip ADDR          bind to this source address before connecting
   --fwmark MARK             mark the packets (SO_MARK), for policy routing
+  --proxy URL               through an HTTP proxy: http://[user:pass@]host[:port]
+                            (port 3128 by default), or env (https_proxy/http_proxy)
   --count N                 runs (default 1)
   --interval-ms N           between run starts (default 1000; 0 back to back)
   --human                   a readable line per run and a summary, like ping
@@ -175,6 +177,7 @@ fn parse_probe(args: &mut Args) -> Result<Command, UsageError> {
             "-6" => insert(&mut fields, "ip_version", "6".into()),
             "--interface" => insert(&mut fields, "bind_interface", text(args)?),
             "--source-ip" => insert(&mut fields, "source_ip", text(args)?),
+            "--proxy" => insert(&mut fields, "proxy", text(args)?),
             "--fwmark" => {
                 let raw = args.value(&arg)?;
                 let mark = match raw.parse::<u64>() {
@@ -240,6 +243,7 @@ fn unexpected(arg: &str) -> UsageError {
         "--interface",
         "--source-ip",
         "--fwmark",
+        "--proxy",
     ];
     match crate::config::suggest(arg, &known) {
         Some(s) => UsageError(format!("unknown argument {arg:?} (did you mean {s}?)")),
@@ -332,6 +336,8 @@ mod tests {
             "--interval-ms",
             "0",
             "--insecure",
+            "--proxy",
+            "env",
         ]) else {
             panic!("not a probe command");
         };
@@ -342,6 +348,7 @@ mod tests {
         assert_eq!(adhoc.fields["headers"]["Origin"], "https://a");
         assert_eq!(adhoc.fields["protocols"][0], "p1");
         assert_eq!(adhoc.fields["tls"]["insecure_skip_verify"], true);
+        assert_eq!(adhoc.fields["proxy"], "env");
     }
 
     #[test]

@@ -6,8 +6,13 @@ use crate::spec::{Interpretation, ProbeSpec};
 
 /// The first line, before any run.
 pub fn header(spec: &ProbeSpec) -> String {
+    let via = spec
+        .proxy
+        .as_ref()
+        .map(|proxy| format!(", via proxy {}", proxy.display()))
+        .unwrap_or_default();
     format!(
-        "WSPROBE {} ({}, timeout {} ms)",
+        "WSPROBE {} ({}, timeout {} ms{via})",
         spec.display_url,
         spec.interpretation.wire_name(),
         spec.timeout.as_millis()
@@ -19,6 +24,11 @@ pub fn line(seq: u64, spec: &ProbeSpec, outcome: &Outcome) -> String {
     let value = record::value(spec, outcome);
     let health = record::health(spec, value);
     let addr = outcome.meta.remote_addr.as_deref().unwrap_or("-");
+    // The address is the proxy's: the probe never learns the target's.
+    let addr = match spec.proxy {
+        Some(_) => format!("proxy {addr}"),
+        None => addr.to_owned(),
+    };
     let mut line = match (outcome.reason, value) {
         (None, Some(v)) if spec.interpretation == Interpretation::ConnectionSuccess => {
             format!("run {seq}: open ({v}) {health} from {addr}")

@@ -39,6 +39,8 @@ impl Reason {
 pub enum Phase {
     Dns,
     Connect,
+    /// The CONNECT exchange with an HTTP proxy.
+    Proxy,
     Tls,
     Upgrade,
 }
@@ -48,6 +50,7 @@ impl Phase {
         match self {
             Phase::Dns => "dns",
             Phase::Connect => "connect",
+            Phase::Proxy => "proxy",
             Phase::Tls => "tls",
             Phase::Upgrade => "upgrade",
         }
@@ -59,6 +62,8 @@ impl Phase {
 pub struct Timings {
     pub dns: Option<Duration>,
     pub connect: Option<Duration>,
+    /// From writing the CONNECT request to reading the proxy's 2xx.
+    pub proxy: Option<Duration>,
     pub tls: Option<Duration>,
     pub upgrade: Option<Duration>,
     /// From the probe's start until the socket was open.
@@ -75,6 +80,8 @@ pub struct Meta {
     pub remote_addr: Option<String>,
     pub connect_attempts: Option<u32>,
     pub http_status: Option<u16>,
+    /// The status of the proxy's answer to CONNECT, when it was no 2xx.
+    pub proxy_status: Option<u16>,
     pub location: Option<String>,
     pub tls_version: Option<&'static str>,
     pub tls_verified: Option<bool>,

@@ -43,6 +43,11 @@ pub struct WireMeta<'a> {
     pub http_status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<&'a str>,
+    /// The proxy the run went through, its userinfo `REDACTED@`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_status: Option<u16>,
     pub timings: WireTimings,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_version: Option<&'static str>,
@@ -76,6 +81,8 @@ pub struct WireTimings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connect_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrade_ms: Option<f64>,
@@ -92,6 +99,7 @@ impl From<&Timings> for WireTimings {
         WireTimings {
             dns_ms: t.dns.map(millis),
             connect_ms: t.connect.map(millis),
+            proxy_ms: t.proxy.map(millis),
             tls_ms: t.tls.map(millis),
             upgrade_ms: t.upgrade.map(millis),
             open_ms: t.open.map(millis),
@@ -160,6 +168,8 @@ impl<'a> Record<'a> {
                 connect_attempts: meta.connect_attempts,
                 http_status: meta.http_status,
                 location: meta.location.as_deref(),
+                proxy: spec.proxy.as_ref().map(|p| p.display()),
+                proxy_status: meta.proxy_status,
                 timings: WireTimings::from(&outcome.timings),
                 tls_version: meta.tls_version,
                 tls_verified: meta.tls_verified,

@@ -102,10 +102,54 @@ impl Target {
         }
     }
 
+    /// `host:port` with the port always written, as a CONNECT request's
+    /// target and `Host` carry it (RFC 9110 section 9.3.6).
+    pub fn connect_authority(&self) -> String {
+        match self.ip {
+            Some(IpAddr::V6(_)) => format!("[{}]:{}", self.host, self.port),
+            _ => format!("{}:{}", self.host, self.port),
+        }
+    }
+
     /// The URL as sent in the request (no userinfo).
     pub fn request_url(&self) -> String {
         let scheme = if self.secure { "wss" } else { "ws" };
         format!("{scheme}://{}{}", self.authority(), self.path_and_query)
+    }
+}
+
+/// An HTTP proxy the probe opens a CONNECT tunnel through.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Proxy {
+    /// Host as written, without IPv6 brackets, lower case.
+    pub host: String,
+    /// Set when the host is an IP literal: resolution is skipped.
+    pub ip: Option<IpAddr>,
+    pub port: u16,
+    /// `user:password` as written (percent-encoded), sent as
+    /// `Proxy-Authorization: Basic`. A secret: never shown.
+    pub userinfo: Option<String>,
+}
+
+impl Proxy {
+    /// The proxy as records show it: `http://[REDACTED@]host:port`.
+    pub fn display(&self) -> String {
+        let credentials = if self.userinfo.is_some() {
+            "REDACTED@"
+        } else {
+            ""
+        };
+        match self.ip {
+            Some(IpAddr::V6(_)) => format!("http://{credentials}[{}]:{}", self.host, self.port),
+            _ => format!("http://{credentials}{}:{}", self.host, self.port),
+        }
+    }
+}
+
+impl fmt::Debug for Proxy {
+    /// The redacted form: a spec printed for debugging shows no password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display())
     }
 }
 
@@ -191,6 +235,9 @@ pub struct ProbeSpec {
     pub labels: BTreeMap<String, String>,
     pub max_message_bytes: usize,
     pub route: Route,
+    /// The HTTP CONNECT proxy the run goes through; `None` is a direct
+    /// connection (also for `"env"` with no variable set, or `no_proxy`).
+    pub proxy: Option<Proxy>,
     /// `None` on `connection_success`, whose health is fixed.
     pub thresholds: Option<Thresholds>,
     /// Present exactly on `wss://` probes.

@@ -339,6 +339,47 @@ const INVALID: &[(&str, &[&str])] = &[
         "invalid-json-duplicate-key.json",
         &[r#"line 5 column 11: the key "url" is written twice in one object (keep one of them)"#],
     ),
+    // proxy
+    (
+        "invalid-proxy-socks5.json",
+        &[
+            r#"probe "edge": proxy: has the scheme socks5://; only http:// proxies (HTTP CONNECT) are supported (SOCKS proxies are not supported)"#,
+        ],
+    ),
+    (
+        "invalid-proxy-https.json",
+        &[
+            r#"probe "edge": proxy: has the scheme https://; only http:// proxies (HTTP CONNECT) are supported (TLS to the proxy is not supported; the tunnel carries TLS to the target)"#,
+        ],
+    ),
+    (
+        "invalid-proxy-no-scheme.json",
+        &[
+            r#"probe "edge": proxy: must be "env" or an http:// URL (write http://[user:password@]host[:port])"#,
+        ],
+    ),
+    (
+        "invalid-proxy-path.json",
+        &[r#"probe "edge": proxy: must be http://host:port alone, without a path or query"#],
+    ),
+    (
+        "invalid-proxy-bad-port-in-defaults.json",
+        &[r#"defaults: proxy: has a port that is not a number from 1 to 65535"#],
+    ),
+    (
+        "invalid-proxy-not-a-string.json",
+        &[r#"probe "edge": proxy: must be a string (got 3128)"#],
+    ),
+    (
+        "invalid-proxy-env-unset.json",
+        &[
+            r#"probe "edge": proxy: environment variable WSPROBE_TEST_UNSET is not set (used as ${WSPROBE_TEST_UNSET})"#,
+        ],
+    ),
+    (
+        "invalid-proxy-ip-version.json",
+        &[r#"probe "edge": proxy: 2001:db8::3128 does not fit ip_version 4"#],
+    ),
     ("invalid-many-problems.json", MANY_PROBLEMS),
 ];
 
@@ -1114,4 +1155,158 @@ fn a_field_reported_wrong_does_not_hide_the_problems_of_others() {
         let errors = load_errors(text);
         assert_eq!(errors.len(), count, "{errors:#?}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// proxy: the field, defaults, and "env" (docs/proxy.md)
+// ---------------------------------------------------------------------------
+
+/// `load_str` with `vars` as the whole environment.
+fn load_with_env(text: &str, vars: &[(&str, &str)]) -> Result<Config, Vec<String>> {
+    let env = |name: &str| {
+        vars.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_string())
+    };
+    config::load_str(text, &env).map_err(|errors| errors.iter().map(ToString::to_string).collect())
+}
+
+fn proxy_of(config: &Config, name: &str) -> Option<String> {
+    probe(config, name).proxy.as_ref().map(|p| format!("{p:?}"))
+}
+
+#[test]
+fn a_proxy_in_defaults_applies_to_every_probe_unless_it_sets_its_own() {
+    let config = load(
+        r#"{
+          "defaults": {"proxy": "http://netops:pw@proxy.corp.example"},
+          "probes": [
+            {"name": "a", "url": "ws://192.0.2.1/"},
+            {"name": "b", "url": "wss://stream.example.com/", "proxy": "http://10.0.0.1:8080/"}
+          ]
+        }"#,
+    );
+    // The port defaults to 3128; userinfo is kept for the request only.
+    let a = probe(&config, "a")
+        .proxy
+        .as_ref()
+        .expect("the defaults' proxy");
+    assert_eq!((a.host.as_str(), a.port), ("proxy.corp.example", 3128));
+    assert_eq!(a.userinfo.as_deref(), Some("netops:pw"));
+    assert_eq!(
+        proxy_of(&config, "a").as_deref(),
+        Some("http://REDACTED@proxy.corp.example:3128")
+    );
+    assert_eq!(
+        proxy_of(&config, "b").as_deref(),
+        Some("http://10.0.0.1:8080")
+    );
+}
+
+#[test]
+fn a_proxy_url_expands_variables_and_the_route_applies_to_the_proxy() {
+    let text = r#"{"probes": [{"name": "p", "url": "ws://[2001:db8::1]/",
+        "ip_version": 4, "proxy": "http://${WSPROBE_TEST_TOKEN}@10.0.0.1"}]}"#;
+    let config = match config::load_str(text, &token_env) {
+        Ok(config) => config,
+        Err(errors) => panic!("config refused:\n{}", lines(&errors)),
+    };
+    let proxy = probe(&config, "p").proxy.as_ref().expect("a proxy");
+    // A user alone gets an empty password (RFC 7617: user-id ":" password).
+    assert_eq!(proxy.userinfo.as_deref(), Some(&*format!("{TOKEN}:")));
+    // The URL's IPv6 address is the proxy's business, not ip_version 4's.
+    assert_eq!(proxy.ip, Some("10.0.0.1".parse().unwrap()));
+}
+
+const ENV_PROBES: &str = r#"{
+  "defaults": {"proxy": "env"},
+  "probes": [
+    {"name": "secure", "url": "wss://stream.example.com/"},
+    {"name": "plain", "url": "ws://stream.example.com/"},
+    {"name": "inside", "url": "wss://db.internal.example/"},
+    {"name": "by-address", "url": "ws://10.1.2.3/"}
+  ]
+}"#;
+
+#[test]
+fn env_takes_https_proxy_for_wss_and_only_lower_case_http_proxy_for_ws() {
+    let config = load_with_env(
+        ENV_PROBES,
+        &[
+            ("HTTPS_PROXY", "http://u:pw@secure-proxy:8443"),
+            ("HTTP_PROXY", "http://from-a-cgi-header:80"),
+            ("NO_PROXY", ".internal.example, 10.0.0.0/8"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        proxy_of(&config, "secure").as_deref(),
+        Some("http://REDACTED@secure-proxy:8443")
+    );
+    assert_eq!(proxy_of(&config, "plain"), None, "HTTP_PROXY is never read");
+    assert_eq!(proxy_of(&config, "inside"), None, "no_proxy lists it");
+    assert_eq!(
+        config.warnings,
+        [r#"proxy is "env" but http_proxy is not set: ws:// probes connect directly"#]
+    );
+
+    let config = load_with_env(
+        ENV_PROBES,
+        &[
+            ("https_proxy", "lower:3129"),
+            ("HTTPS_PROXY", "http://upper:3128"),
+            ("http_proxy", "http://plain-proxy"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        proxy_of(&config, "secure").as_deref(),
+        Some("http://lower:3129")
+    );
+    assert_eq!(
+        proxy_of(&config, "inside").as_deref(),
+        Some("http://lower:3129")
+    );
+    assert_eq!(
+        proxy_of(&config, "plain").as_deref(),
+        Some("http://plain-proxy:3128")
+    );
+    assert_eq!(
+        proxy_of(&config, "by-address").as_deref(),
+        Some("http://plain-proxy:3128")
+    );
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+
+    let config = load_with_env(ENV_PROBES, &[("http_proxy", "p"), ("no_proxy", "*")]).unwrap();
+    assert_eq!(
+        proxy_of(&config, "plain"),
+        None,
+        "no_proxy=* reaches everything directly"
+    );
+}
+
+#[test]
+fn a_bad_proxy_variable_is_one_error_naming_it_without_its_value() {
+    let errors = load_with_env(
+        ENV_PROBES,
+        &[
+            ("https_proxy", "socks5://u:hunter2@proxy:1080"),
+            ("http_proxy", "http://p"),
+        ],
+    )
+    .unwrap_err();
+    assert_eq!(
+        errors,
+        [
+            r#"probe "secure": proxy: "env": https_proxy has the scheme socks5://; only http:// proxies (HTTP CONNECT) are supported (SOCKS proxies are not supported)"#
+        ]
+    );
+    // "env" is not read where the field is not set: no error, no warning.
+    let config = load_with_env(
+        r#"{"probes": [{"name": "p", "url": "wss://h.example/"}]}"#,
+        &[("https_proxy", "socks5://u:hunter2@proxy:1080")],
+    )
+    .unwrap();
+    assert_eq!(proxy_of(&config, "p"), None);
+    assert!(config.warnings.is_empty());
 }

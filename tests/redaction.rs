@@ -1,8 +1,8 @@
 //! SPEC "The record": secrets never reach a record or a log line. Tokens in
-//! header values, in secret-named query parameters and in URL userinfo must
-//! not appear on stdout or stderr, for `probe`, `once` and `check`, on
-//! success and on failure; URLs are written with `REDACTED@` and
-//! `name=REDACTED`.
+//! header values, in secret-named query parameters, in URL userinfo and in
+//! a proxy's userinfo (docs/proxy.md) must not appear on stdout or stderr,
+//! for `probe`, `once` and `check`, on success and on failure; URLs are
+//! written with `REDACTED@` and `name=REDACTED`.
 
 mod pysupport;
 mod support;
@@ -20,7 +20,11 @@ const QUERY_ACCESS_KEY: &str = "qKey-6Rt3wB";
 const USER_NAME: &str = "uName-1Pc5yE";
 const USER_SECRET: &str = "uPass-9Jf2gA";
 const ENV_TOKEN: &str = "envTok-3Vb7nM";
+const PROXY_USER: &str = "pxUser-8Wq4cZ";
+const PROXY_SECRET: &str = "pxPass-5Tn2hR";
 const SECRETS: &[&str] = &[
+    PROXY_USER,
+    PROXY_SECRET,
     HEADER_TOKEN,
     WRONG_HEADER_TOKEN,
     QUERY_TOKEN,
@@ -326,4 +330,121 @@ fn a_wss_url_from_a_variable_is_never_probed_in_plain_text() {
         "{record:#?}"
     );
     assert_eq!(record.meta.phase.as_deref(), Some("tls"), "{record:#?}");
+}
+
+/// A CONNECT proxy in a thread: every request is tunnelled to the target
+/// it names, whatever its credentials. Returns its port.
+fn tunnelling_proxy() -> u16 {
+    use std::io::{copy, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut client = client;
+                let Some(head) = support::read_request_head(&mut client) else {
+                    return;
+                };
+                let target = head.split(' ').nth(1).unwrap_or_default().to_owned();
+                let Ok(server) = TcpStream::connect(&target) else {
+                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n");
+                    return;
+                };
+                let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                let (mut up_from, mut up_to) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || copy(&mut up_from, &mut up_to));
+                let (mut down_from, mut down_to) = (server, client);
+                let _ = copy(&mut down_from, &mut down_to);
+            });
+        }
+    });
+    port
+}
+
+fn proxy_url(port: u16) -> String {
+    format!("http://{PROXY_USER}:{PROXY_SECRET}@127.0.0.1:{port}")
+}
+
+fn assert_proxy_redacted(rec: &Record, port: u16) {
+    assert_eq!(
+        rec.meta.proxy.as_deref(),
+        Some(&*format!("http://REDACTED@127.0.0.1:{port}")),
+        "{rec:#?}"
+    );
+}
+
+#[test]
+fn probe_through_a_proxy_redacts_its_credentials() {
+    let Some(server) = PyServer::start(&[]) else {
+        return;
+    };
+    let target = server.ws_url(&format!("/{}", secret_query()));
+    let proxy = tunnelling_proxy();
+    let run = probe(&[&target, "--proxy", &proxy_url(proxy)]);
+    let rec = run.record();
+    assert_eq!(rec.reason, None, "{rec:#?}");
+    assert_proxy_redacted(&rec, proxy);
+    assert_no_secret(&run);
+    let run = probe(&[&target, "--proxy", &proxy_url(proxy), "--human"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(run.stdout.contains("REDACTED@"), "{}", run.stdout);
+    assert_no_secret(&run);
+
+    // Refused by the proxy (502 from the fake: nothing listens there),
+    // and a proxy that is not there at all.
+    let down = format!("ws://127.0.0.1:{}/", free_port());
+    let absent = free_port();
+    for (url, port) in [(&down, proxy), (&target, absent)] {
+        let run = probe(&[url, "--proxy", &proxy_url(port)]);
+        let rec = run.record();
+        assert_eq!(rec.reason.as_deref(), Some("ws_open_failed"), "{rec:#?}");
+        assert_proxy_redacted(&rec, port);
+        assert_no_secret(&run);
+        let run = probe(&[url, "--proxy", &proxy_url(port), "--human"]);
+        assert_eq!(run.code, 1, "{run:#?}");
+        assert_no_secret(&run);
+    }
+}
+
+#[test]
+fn once_and_check_redact_proxy_credentials_in_records_and_errors() {
+    let dir = TempDir::new("wsprobe-redact-proxy");
+    let absent = free_port();
+    let good = json!({
+        "defaults": { "proxy": proxy_url(absent) },
+        "probes": [{ "name": "via-proxy", "url": "wss://stream.example/" }]
+    });
+    let path = dir.write("good.json", &good.to_string());
+    let run = run(&["once", "-c", path.to_str().unwrap()]);
+    assert_proxy_redacted(&run.by_probe("via-proxy"), absent);
+    assert_no_secret(&run);
+
+    let secret = format!("{PROXY_USER}:{PROXY_SECRET}@");
+    let bad = json!({
+        "probes": [
+            { "name": "socks", "url": "ws://h.example/", "proxy": format!("socks5://{secret}h:1080") },
+            { "name": "port", "url": "ws://h.example/", "proxy": format!("http://{secret}h:99999") },
+            { "name": "path", "url": "ws://h.example/", "proxy": format!("http://{secret}h/{PROXY_SECRET}") },
+            { "name": "env", "url": "wss://h.example/", "proxy": "env" }
+        ]
+    });
+    let path = dir.write("bad.json", &bad.to_string());
+    for command in ["check", "once"] {
+        let mut cmd = wsprobe();
+        cmd.args([command, "-c", path.to_str().unwrap()])
+            .env("https_proxy", format!("https://{secret}proxy.example"));
+        let run = run_command(cmd);
+        assert_eq!(run.code, 2, "{command}: {run:#?}");
+        for name in ["socks", "port", "path", "env"] {
+            assert!(
+                run.stderr.contains(&format!("probe \"{name}\": proxy:")),
+                "{command}: {name} missing:\n{}",
+                run.stderr
+            );
+        }
+        assert_no_secret(&run);
+    }
 }

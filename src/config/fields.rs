@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use serde_json::{Map, Value};
 
+use super::proxy::{parse_proxy_url, ProxyChoice};
 use super::words::{expand_env, is_label_name, is_token, suggest};
 use super::{
     ConfigError, Fields, Loader, INTERVAL_MS, MAX_MESSAGE_BYTES, THRESHOLD_FIELDS, TIMEOUT_MS,
@@ -118,6 +119,11 @@ impl Loader<'_> {
                         self.error(place, field, format!("must be a 32-bit mark, a number or \"0x...\" (got {value})"));
                     }
                     f.fwmark = parsed;
+                }
+                "proxy" => {
+                    f.proxy = self
+                        .string(place, field, value)
+                        .and_then(|raw| self.proxy(place, &raw));
                 }
                 _ => {} // name and url are the probe's; unknown keys reported apart
             }
@@ -381,6 +387,21 @@ impl Loader<'_> {
                     "tls.insecure_skip_verify",
                     format!("must be true or false (got {v})"),
                 ),
+            }
+        }
+    }
+
+    /// `"env"`, or an `http://` proxy URL after `${NAME}` expansion.
+    fn proxy(&mut self, place: &str, raw: &str) -> Option<ProxyChoice> {
+        if raw == "env" {
+            return Some(ProxyChoice::Env);
+        }
+        let expanded = self.substitute(place, "proxy", raw)?;
+        match parse_proxy_url(&expanded, false) {
+            Ok(proxy) => Some(ProxyChoice::Given(proxy)),
+            Err((message, hint)) => {
+                self.error_with_hint(place, "proxy", message, hint);
+                None
             }
         }
     }

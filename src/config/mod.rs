@@ -6,12 +6,13 @@
 //!
 //! `fields` checks each field on its own, `probe` merges a probe with the
 //! defaults and applies the rules that tie fields together, `url` parses
-//! the URL, and `words` holds the small text rules (names, tokens,
+//! the URL, `proxy` the proxy and the environment's proxy rules, and `words` holds the small text rules (names, tokens,
 //! `${NAME}`, "did you mean").
 
 mod fields;
 mod json;
 mod probe;
+mod proxy;
 mod url;
 mod words;
 
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use self::proxy::{EnvProxies, ProxyChoice};
 use crate::probe::tls::TlsFactory;
 use crate::spec::{Interpretation, IpVersion, ProbeSpec, RoundTripScope};
 
@@ -31,7 +33,7 @@ pub use self::words::{expand_env, suggest};
 
 const TOP_LEVEL_FIELDS: [&str; 4] = ["labels", "defaults", "output", "probes"];
 const OUTPUT_FIELDS: [&str; 1] = ["ndjson"];
-const PROBE_FIELDS: [&str; 19] = [
+const PROBE_FIELDS: [&str; 20] = [
     "name",
     "url",
     "interpretation",
@@ -51,6 +53,7 @@ const PROBE_FIELDS: [&str; 19] = [
     "bind_interface",
     "source_ip",
     "fwmark",
+    "proxy",
 ];
 const THRESHOLD_FIELDS: [&str; 2] = ["healthy_below", "unhealthy_above"];
 const TLS_FIELDS: [&str; 3] = ["ca_file", "server_name", "insecure_skip_verify"];
@@ -227,6 +230,7 @@ struct Fields {
     bind_interface: Option<String>,
     source_ip: Option<IpAddr>,
     fwmark: Option<u32>,
+    proxy: Option<ProxyChoice>,
 }
 
 struct Loader<'a> {
@@ -234,6 +238,11 @@ struct Loader<'a> {
     errors: Vec<ConfigError>,
     warnings: Vec<String>,
     tls: TlsFactory,
+    /// Read at the first `"env"` proxy, once for every probe.
+    env_proxies: Option<EnvProxies>,
+    /// What was said about them already, once being enough: the
+    /// variables whose value is wrong, the schemes that have none.
+    env_proxy_said: Vec<&'static str>,
 }
 
 impl<'a> Loader<'a> {
@@ -243,6 +252,8 @@ impl<'a> Loader<'a> {
             errors: Vec::new(),
             warnings: Vec::new(),
             tls: TlsFactory::default(),
+            env_proxies: None,
+            env_proxy_said: Vec::new(),
         }
     }
 

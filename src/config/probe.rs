@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use super::proxy::{EnvProxies, ProxyChoice};
 use super::words::is_probe_name;
 use super::{
     parse_url, Fields, Loader, DEFAULT_INTERVAL_MS, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TIMEOUT_MS,
@@ -14,8 +15,8 @@ use super::{
 };
 use crate::redact;
 use crate::spec::{
-    Exchange, Interpretation, IpVersion, ProbeSpec, RoundTripScope, Route, Target, Thresholds,
-    TlsOptions, TlsSetup,
+    Exchange, Interpretation, IpVersion, ProbeSpec, Proxy, RoundTripScope, Route, Target,
+    Thresholds, TlsOptions, TlsSetup,
 };
 
 /// A probe's own fields over the defaults, for the fields that fit it.
@@ -93,7 +94,13 @@ impl Loader<'_> {
         }
         let secure = url.as_ref().map(|(target, _)| target.secure);
         let tls = self.tls_for(&place, object, &fields, secure);
-        let route = self.route(&place, &fields, url.as_ref().and_then(|(t, _)| t.ip));
+        let proxy = self.proxy_for(&place, &fields, url.as_ref().map(|(t, _)| t));
+        // The route applies to the first hop: the proxy, when there is one.
+        let first_hop = match &proxy {
+            Some(proxy) => proxy.ip.map(|ip| (ip, "proxy")),
+            None => url.as_ref().and_then(|(t, _)| t.ip).map(|ip| (ip, "url")),
+        };
+        let route = self.route(&place, &fields, first_hop);
 
         let mut labels = top_labels.clone();
         labels.extend(defaults.labels.clone().unwrap_or_default());
@@ -120,6 +127,7 @@ impl Loader<'_> {
             headers,
             labels,
             route,
+            proxy,
             max_message_bytes: fields
                 .get(|f| &f.max_message_bytes)
                 .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES) as usize,
@@ -409,8 +417,60 @@ impl Loader<'_> {
         }
     }
 
-    /// How the probe leaves the box, checked against the URL's address.
-    fn route(&mut self, place: &str, fields: &Merged, literal: Option<IpAddr>) -> Route {
+    /// The proxy this probe goes through. `"env"` is decided here, for the
+    /// URL's scheme and host; a probe whose URL is wrong has none.
+    fn proxy_for(
+        &mut self,
+        place: &str,
+        fields: &Merged,
+        target: Option<&Target>,
+    ) -> Option<Proxy> {
+        let target = match fields.get(|f| &f.proxy)? {
+            ProxyChoice::Given(proxy) => return Some(proxy),
+            ProxyChoice::Env => target?,
+        };
+        let env = self.env;
+        let proxies = self
+            .env_proxies
+            .get_or_insert_with(|| EnvProxies::read(env));
+        let variable = proxies.variable_for(target);
+        match (proxies.proxy_for(target), variable) {
+            (Ok(None), None) => {
+                let (scheme, unset) = if target.secure {
+                    ("wss", "neither https_proxy nor HTTPS_PROXY is set")
+                } else {
+                    ("ws", "http_proxy is not set")
+                };
+                // Once for every probe of the scheme, not once each.
+                if !self.env_proxy_said.contains(&scheme) {
+                    self.env_proxy_said.push(scheme);
+                    self.warnings.push(format!(
+                        "proxy is \"env\" but {unset}: {scheme}:// probes connect directly"
+                    ));
+                }
+                None
+            }
+            (Ok(proxy), _) => proxy,
+            (Err((message, hint)), Some(variable)) => {
+                if !self.env_proxy_said.contains(&variable) {
+                    self.env_proxy_said.push(variable);
+                    self.error_with_hint(place, "proxy", message, hint);
+                }
+                None
+            }
+            // invariant: only a variable's value can be wrong.
+            (Err(_), None) => None,
+        }
+    }
+
+    /// How the probe leaves the box, checked against the address of the
+    /// first hop when it is a literal, and the field that gave it.
+    fn route(
+        &mut self,
+        place: &str,
+        fields: &Merged,
+        first_hop: Option<(IpAddr, &'static str)>,
+    ) -> Route {
         let route = Route {
             ip_version: fields.get(|f| &f.ip_version).unwrap_or_default(),
             bind_interface: fields.get(|f| &f.bind_interface),
@@ -422,7 +482,9 @@ impl Loader<'_> {
             IpVersion::V6 => "6",
             IpVersion::Any => "any",
         };
-        for (ip, field) in [(route.source_ip, "source_ip"), (literal, "url")] {
+        let literal = first_hop.map(|(ip, _)| ip);
+        let hop_field = first_hop.map_or("url", |(_, field)| field);
+        for (ip, field) in [(route.source_ip, "source_ip"), (literal, hop_field)] {
             if let Some(ip) = ip.filter(|ip| !route.ip_version.allows(*ip)) {
                 self.error(
                     place,
@@ -436,7 +498,9 @@ impl Loader<'_> {
                 self.error(
                     place,
                     "source_ip",
-                    format!("{source} and the URL's address {target} are of different families"),
+                    format!(
+                        "{source} and the {hop_field}'s address {target} are of different families"
+                    ),
                 );
             }
         }

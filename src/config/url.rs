@@ -8,7 +8,7 @@ use crate::spec::Target;
 /// common parsers drop a fragment silently or accept port 99999. Errors
 /// never quote the URL: a password with an unencoded `/` would otherwise
 /// show up as "the port".
-pub fn parse_url(raw: &str) -> Result<Target, (String, Option<String>)> {
+pub fn parse_url(raw: &str) -> Result<Target, Problem> {
     let plain = |m: &str| (m.to_owned(), None);
     if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(plain("must not contain spaces or control characters"));
@@ -40,6 +40,40 @@ pub fn parse_url(raw: &str) -> Result<Target, (String, Option<String>)> {
         None => (None, authority),
     };
     let default_port = if secure { 443 } else { 80 };
+    let (host, ip, port) = host_and_port(host_port, default_port)?;
+    let path_and_query = match path_and_query {
+        "" => "/".to_owned(),
+        q if q.starts_with('?') => format!("/{q}"),
+        p => p.to_owned(),
+    };
+    let target = Target {
+        secure,
+        host,
+        ip,
+        port,
+        path_and_query,
+        userinfo,
+    };
+    // The request line carries the path and query as they are.
+    if !target.path_and_query.is_ascii() {
+        return Err((
+            "has non-ASCII characters in its path or query".into(),
+            Some("percent-encode them".into()),
+        ));
+    }
+    Ok(target)
+}
+
+/// What is wrong with a URL: a message and maybe a hint, never the URL.
+pub(super) type Problem = (String, Option<String>);
+
+/// The host (lower case, IPv6 without brackets), its address when it is an
+/// IP literal, and the port of an authority's `host[:port]`.
+pub(super) fn host_and_port(
+    host_port: &str,
+    default_port: u16,
+) -> Result<(String, Option<IpAddr>, u16), Problem> {
+    let plain = |m: &str| (m.to_owned(), None);
     let (host, ip, port_text) = if let Some(bracketed) = host_port.strip_prefix('[') {
         let (inside, after) = bracketed
             .split_once(']')
@@ -88,27 +122,7 @@ pub fn parse_url(raw: &str) -> Result<Target, (String, Option<String>)> {
             _ => return Err(plain("has a port that is not a number from 1 to 65535")),
         },
     };
-    let path_and_query = match path_and_query {
-        "" => "/".to_owned(),
-        q if q.starts_with('?') => format!("/{q}"),
-        p => p.to_owned(),
-    };
-    let target = Target {
-        secure,
-        host,
-        ip,
-        port,
-        path_and_query,
-        userinfo,
-    };
-    // The request line carries the path and query as they are.
-    if !target.path_and_query.is_ascii() {
-        return Err((
-            "has non-ASCII characters in its path or query".into(),
-            Some("percent-encode them".into()),
-        ));
-    }
-    Ok(target)
+    Ok((host, ip, port))
 }
 
 /// A host name's labels (RFC 1123 section 2.1, with `_` as resolvers

@@ -1,4 +1,7 @@
-//! One probe run: `run(&ProbeSpec) -> Outcome`, phase by phase.
+//! One probe run: `run(&ProbeSpec) -> Outcome`, phase by phase: dns,
+//! connect, proxy (the CONNECT tunnel, with a proxy only), tls (`wss://`
+//! only), upgrade. With a proxy, dns and connect are the proxy's; TLS and
+//! the upgrade still go to the target, end to end through the tunnel.
 //!
 //! Every phase takes the same `Deadline` (the probe's `timeout_ms`), so the
 //! whole run, resolution included, ends by it. The close afterwards has a
@@ -6,6 +9,8 @@
 
 pub mod connect;
 pub mod deadline;
+mod head;
+pub mod proxy;
 pub mod resolve;
 pub mod stack;
 pub mod tls;
@@ -77,6 +82,8 @@ struct Prepared {
     tls_client: Option<Result<Box<ClientConnection>, Failure>>,
     /// The upgrade request, with its key and the answer it must get.
     request: Result<upgrade::Request, Failure>,
+    /// The CONNECT request, when the run goes through a proxy.
+    tunnel: Option<proxy::Request>,
 }
 
 impl Prepared {
@@ -88,6 +95,10 @@ impl Prepared {
                 .as_ref()
                 .map(|setup| tls::client(setup, &spec.target.host)),
             request: upgrade::Request::new(spec),
+            tunnel: spec
+                .proxy
+                .as_ref()
+                .map(|proxy| proxy::Request::new(&spec.target, proxy)),
         }
     }
 }
@@ -103,6 +114,7 @@ fn run_phases(
         mut racer,
         tls_client,
         request,
+        tunnel,
     } = prepared;
     let start = out.started;
     let since = |from: Instant| Instant::now().saturating_duration_since(from);
@@ -111,21 +123,33 @@ fn run_phases(
         result
     };
 
-    let addrs = match spec.target.ip {
-        Some(ip) => resolve::literal(ip, spec.target.port),
+    // The first hop: the proxy when there is one. A failure on the way
+    // to it says so, in the dns or connect phase.
+    let (host, ip, port) = match &spec.proxy {
+        Some(proxy) => (&proxy.host, proxy.ip, proxy.port),
+        None => (&spec.target.host, spec.target.ip, spec.target.port),
+    };
+    let to_first_hop = |mut failure: Failure| {
+        if spec.proxy.is_some() {
+            failure.error = format!("to the proxy: {}", failure.error);
+        }
+        failure
+    };
+    let addrs = match ip {
+        Some(ip) => resolve::literal(ip, port),
         None => {
-            let addrs = resolve::resolve(&spec.target, deadline);
+            let addrs = resolve::resolve(host, port, deadline);
             out.timings.dns = Some(since(start));
             match addrs {
                 Ok(addrs) => addrs,
-                Err(failure) => return finish(out, Err(failure)),
+                Err(failure) => return finish(out, Err(to_first_hop(failure))),
             }
         }
     };
     let addrs = connect::usable_addresses(&addrs, &spec.route);
     if addrs.is_empty() {
-        let failure = connect::no_usable_address(&spec.target.host, &spec.route);
-        return finish(out, Err(failure));
+        let failure = connect::no_usable_address(host, &spec.route);
+        return finish(out, Err(to_first_hop(failure)));
     }
 
     let mark = Instant::now();
@@ -134,10 +158,19 @@ fn run_phases(
         Err(error) => Err(connect::poll_failure(error)),
     };
     out.timings.connect = Some(since(mark));
-    let stream = match tcp {
+    let mut stream = match tcp {
         Ok(tcp) => DeadlineStream::new(tcp, *deadline),
-        Err(failure) => return finish(out, Err(failure)),
+        Err(failure) => return finish(out, Err(to_first_hop(failure))),
     };
+
+    if let Some(tunnel) = &tunnel {
+        let mark = Instant::now();
+        let opened = proxy::tunnel(tunnel, &mut stream, &mut out.meta);
+        out.timings.proxy = Some(since(mark));
+        if let Err(failure) = opened {
+            return finish(out, Err(failure));
+        }
+    }
 
     let transport = match (&spec.tls, spec.target.secure) {
         (None, false) => Transport::Plain(stream),

@@ -15,7 +15,6 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::deadline::Deadline;
 use crate::outcome::{Failure, Phase};
-use crate::spec::Target;
 
 /// glibc's resolver (with NSS modules) wants more stack than a probe run.
 const RESOLVER_STACK: usize = 256 * 1024;
@@ -33,11 +32,12 @@ thread_local! {
     static PENDING: RefCell<Option<Pending>> = const { RefCell::new(None) };
 }
 
-/// The addresses to try, or the failure that ends the run.
-pub fn resolve(target: &Target, deadline: &Deadline) -> Result<Vec<SocketAddr>, Failure> {
-    let answer = match take_pending(&target.host, target.port) {
+/// The addresses of `host` (the target's, or the proxy's) to try, or the
+/// failure that ends the run.
+pub fn resolve(host: &str, port: u16, deadline: &Deadline) -> Result<Vec<SocketAddr>, Failure> {
+    let answer = match take_pending(host, port) {
         Some(answer) => answer,
-        None => start_lookup(&target.host, target.port)?,
+        None => start_lookup(host, port)?,
     };
     let waited = match deadline.remaining() {
         Some(left) => answer.recv_timeout(left),
@@ -46,18 +46,18 @@ pub fn resolve(target: &Target, deadline: &Deadline) -> Result<Vec<SocketAddr>, 
     match waited {
         Ok(Ok(addrs)) if addrs.is_empty() => Err(Failure::open_failed(
             Phase::Dns,
-            format!("{}: no addresses", target.host),
+            format!("{host}: no addresses"),
         )),
         Ok(Ok(addrs)) => Ok(addrs),
         Ok(Err(e)) => Err(Failure::open_failed(
             Phase::Dns,
-            format!("cannot resolve {}: {e}", target.host),
+            format!("cannot resolve {host}: {e}"),
         )),
         Err(RecvTimeoutError::Timeout) => {
             PENDING.with(|pending| {
                 *pending.borrow_mut() = Some(Pending {
-                    host: target.host.clone(),
-                    port: target.port,
+                    host: host.to_owned(),
+                    port,
                     answer,
                 })
             });
@@ -65,7 +65,7 @@ pub fn resolve(target: &Target, deadline: &Deadline) -> Result<Vec<SocketAddr>, 
         }
         Err(RecvTimeoutError::Disconnected) => Err(Failure::open_failed(
             Phase::Dns,
-            format!("resolver for {} stopped without an answer", target.host),
+            format!("resolver for {host} stopped without an answer"),
         )),
     }
 }

@@ -6,31 +6,28 @@
 //! value) and would page an operator for a server that works in every
 //! browser. The framing after the upgrade is tungstenite's.
 
-use std::io::{self, Read};
-
 use ring::digest::{digest, SHA1_FOR_LEGACY_USE_ONLY};
 use ring::rand::{SecureRandom, SystemRandom};
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::WebSocket;
 
 use super::clip;
+use super::head::{self, io_failure, Answer, Exchange, MAX_HEADERS};
 use super::ws::{base64, Transport};
 use crate::outcome::{Failure, Meta, Phase};
 use crate::redact;
 use crate::spec::ProbeSpec;
 
+/// The `User-Agent` header line, unless the probe sets its own.
+pub(super) const USER_AGENT: &str =
+    concat!("User-Agent: wsprobe/", env!("CARGO_PKG_VERSION"), "\r\n");
+
 /// RFC 6455 section 1.3: appended to the key before hashing.
 const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-
-/// A larger answer head is refused: a hostile server gets no more memory.
-const MAX_HEAD: usize = 64 * 1024;
 
 /// A server's words quoted in a record are cut to this many bytes (a
 /// `Location`, to eight times as many): a record stays a short line.
 const MAX_QUOTED: usize = 128;
-
-/// More header lines than this is no WebSocket server we want to talk to.
-const MAX_HEADERS: usize = 64;
 
 /// The upgrade request and the answer it must get. Made before the run's
 /// clock starts: the key (a draw from the OS's randomness) and the SHA-1
@@ -62,50 +59,24 @@ pub fn upgrade(
 ) -> Result<WebSocket<Transport>, Failure> {
     transport
         .send_all(request.bytes.as_bytes())
-        .map_err(|e| io_failure(e, "sending the upgrade request"))?;
-
-    let mut head = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    // Every byte of the answer before the 101's end, informational
-    // answers included, counts against MAX_HEAD.
-    let mut read = 0;
-    loop {
-        let n = transport
-            .read(&mut chunk)
-            .map_err(|e| io_failure(e, "waiting for the upgrade answer"))?;
-        if n == 0 {
-            return Err(Failure::open_failed(
-                Phase::Upgrade,
-                "the server closed the connection before answering the upgrade",
-            ));
-        }
-        head.extend_from_slice(&chunk[..n]);
-        read += n;
-        loop {
-            match check_answer(&head, &request.accept, &spec.protocols, meta)? {
-                Answer::Incomplete => break,
-                Answer::Interim(len) => {
-                    head.drain(..len);
-                }
-                Answer::Open(len) => {
-                    let tail = head.split_off(len);
-                    return Ok(WebSocket::from_partially_read(
-                        transport,
-                        tail,
-                        Role::Client,
-                        Some(config),
-                    ));
-                }
-            }
-        }
-        if read > MAX_HEAD {
-            return Err(Failure::open_failed(
-                Phase::Upgrade,
-                format!("the upgrade answer's head passes {MAX_HEAD} bytes without ending"),
-            ));
-        }
-    }
+        .map_err(|e| io_failure(Phase::Upgrade, e, "sending the upgrade request"))?;
+    let tail = head::read_answer(&mut transport, &UPGRADE, |head| {
+        check_answer(head, &request.accept, &spec.protocols, meta)
+    })?;
+    Ok(WebSocket::from_partially_read(
+        transport,
+        tail,
+        Role::Client,
+        Some(config),
+    ))
 }
+
+/// The upgrade answer, in the words its failures use.
+const UPGRADE: Exchange = Exchange {
+    phase: Phase::Upgrade,
+    answer: "the upgrade answer",
+    closed: "the server closed the connection before answering the upgrade",
+};
 
 fn new_key() -> Result<String, Failure> {
     let mut nonce = [0u8; 16];
@@ -146,21 +117,22 @@ fn request(spec: &ProbeSpec, key: &str) -> String {
     if let (Some(userinfo), false) = (&target.userinfo, has("authorization")) {
         request.push_str(&format!(
             "Authorization: Basic {}\r\n",
-            base64(&percent_decode(userinfo))
+            basic_credentials(userinfo)
         ));
     }
     if !has("user-agent") {
-        request.push_str(concat!(
-            "User-Agent: wsprobe/",
-            env!("CARGO_PKG_VERSION"),
-            "\r\n"
-        ));
+        request.push_str(USER_AGENT);
     }
     for (name, value) in &spec.headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
     request
+}
+
+/// The Basic credentials (RFC 7617) a URL's `user:password` stands for.
+pub(super) fn basic_credentials(userinfo: &str) -> String {
+    base64(&percent_decode(userinfo))
 }
 
 /// Userinfo as the URL spells it, `%40` and all, back to its bytes (as
@@ -188,27 +160,6 @@ fn percent_decode(text: &str) -> Vec<u8> {
     out
 }
 
-fn io_failure(error: io::Error, doing: &str) -> Failure {
-    if error.kind() == io::ErrorKind::TimedOut {
-        Failure::handshake_timeout(Phase::Upgrade)
-    } else {
-        Failure::open_failed(Phase::Upgrade, format!("connection lost {doing}: {error}"))
-    }
-}
-
-/// What the start of the bytes read so far holds, short of a failure.
-#[derive(Debug, PartialEq, Eq)]
-enum Answer {
-    /// Not yet a whole head.
-    Incomplete,
-    /// An informational answer (a 1xx other than 101, such as `103 Early
-    /// Hints`) of this many bytes. HTTP clients read past them to the
-    /// final answer (RFC 9110, section 15.2), and so does the probe.
-    Interim(usize),
-    /// A valid 101 whose head is this many bytes: the socket is open.
-    Open(usize),
-}
-
 /// Checks the answer at the start of `buf` against the `accept` value it
 /// must carry; a failure once it is a complete head and wrong.
 fn check_answer(
@@ -220,15 +171,8 @@ fn check_answer(
     let failed = |detail: String| Failure::open_failed(Phase::Upgrade, detail);
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut answer = httparse::Response::new(&mut headers);
-    let head_len = match answer.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(Answer::Incomplete),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(failed(format!(
-                "the upgrade answer has more than {MAX_HEADERS} headers"
-            )))
-        }
-        Err(e) => return Err(failed(format!("the server's answer is not HTTP: {e}"))),
+    let Some(head_len) = head::parse(buf, &mut answer, &UPGRADE)? else {
+        return Ok(Answer::Incomplete);
     };
     let status = answer.code.unwrap_or(0);
     if (100..200).contains(&status) && status != 101 {
@@ -254,13 +198,7 @@ fn check_answer(
         meta.location = values("location")
             .first()
             .map(|l| clip(&redact::url(l), MAX_QUOTED * 8));
-        let reason: String = answer
-            .reason
-            .unwrap_or("")
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(64)
-            .collect();
+        let reason = head::reason_phrase(answer.reason);
         let detail = format!("server answered HTTP {status} {reason}");
         return Err(failed(format!(
             "{} instead of 101 Switching Protocols",
@@ -324,7 +262,7 @@ fn check_answer(
             )))
         }
     }
-    Ok(Answer::Open(head_len))
+    Ok(Answer::Final(head_len))
 }
 
 #[cfg(test)]
@@ -366,7 +304,7 @@ mod tests {
         assert_eq!(meta.http_status, None);
         assert_eq!(
             check(&buf[hints.len()..], &[]),
-            Ok(Answer::Open(buf.len() - hints.len()))
+            Ok(Answer::Final(buf.len() - hints.len()))
         );
     }
 
@@ -381,7 +319,7 @@ mod tests {
             let buf = answer(&format!("Connection: {connection}\r\n"));
             assert_eq!(
                 check(&buf, &[]),
-                Ok(Answer::Open(buf.len())),
+                Ok(Answer::Final(buf.len())),
                 "{connection}"
             );
         }

@@ -142,6 +142,8 @@ pub struct Meta {
     pub remote_addr: Option<String>,
     pub http_status: Option<u16>,
     pub location: Option<String>,
+    pub proxy: Option<String>,
+    pub proxy_status: Option<u16>,
     pub timings: Option<Timings>,
     pub tls_version: Option<String>,
     pub tls_verified: Option<bool>,
@@ -161,6 +163,7 @@ pub struct Meta {
 pub struct Timings {
     pub dns_ms: Option<f64>,
     pub connect_ms: Option<f64>,
+    pub proxy_ms: Option<f64>,
     pub tls_ms: Option<f64>,
     pub upgrade_ms: Option<f64>,
     pub open_ms: Option<f64>,
@@ -170,10 +173,11 @@ pub struct Timings {
 
 impl Timings {
     /// Every timing with its wire name.
-    pub fn all(&self) -> [(&'static str, Option<f64>); 7] {
+    pub fn all(&self) -> [(&'static str, Option<f64>); 8] {
         [
             ("dns_ms", self.dns_ms),
             ("connect_ms", self.connect_ms),
+            ("proxy_ms", self.proxy_ms),
             ("tls_ms", self.tls_ms),
             ("upgrade_ms", self.upgrade_ms),
             ("open_ms", self.open_ms),
