@@ -8,15 +8,14 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
-use rustls::{ServerConfig, ServerConnection};
 
 use super::frame::{self, Decoder, Event};
 use super::handshake::{self, Answer, Policy};
 use super::limits::Rejection;
+use super::tls::{self, Session};
 
 /// The whole opening (TLS and upgrade) must be done within this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -60,7 +59,7 @@ pub enum Next {
 
 pub struct Conn {
     stream: TcpStream,
-    tls: Option<Box<ServerConnection>>,
+    tls: Option<Session>,
     pub peer: IpAddr,
     state: State,
     head: Vec<u8>,
@@ -77,14 +76,14 @@ impl Conn {
     pub fn new(
         stream: TcpStream,
         peer: IpAddr,
-        tls: Option<&Arc<ServerConfig>>,
+        tls: Option<&tls::Config>,
         now: Instant,
-    ) -> Result<Self, rustls::Error> {
+    ) -> Option<Self> {
         let tls = match tls {
-            Some(config) => Some(Box::new(ServerConnection::new(config.clone())?)),
+            Some(config) => Some(Session::new(config).ok()?),
             None => None,
         };
-        Ok(Conn {
+        Some(Conn {
             stream,
             tls,
             peer,
@@ -250,25 +249,9 @@ impl Conn {
 
     /// Plaintext from the client; `WouldBlock` when there is none yet.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let Some(tls) = self.tls.as_mut() else {
-            return self.stream.read(buf);
-        };
-        loop {
-            match tls.reader().read(buf) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // No close_notify before the end of TCP: an end all the same.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                Err(e) => return Err(e),
-            }
-            if tls.read_tls(&mut self.stream)? == 0 {
-                return Ok(0);
-            }
-            if let Err(e) = tls.process_new_packets() {
-                // Send the alert rustls queued, if the socket takes it.
-                let _ = tls.write_tls(&mut self.stream);
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-            }
+        match self.tls.as_mut() {
+            Some(tls) => tls.read(&mut self.stream, buf),
+            None => self.stream.read(buf),
         }
     }
 
@@ -314,7 +297,7 @@ impl Conn {
                     // rustls takes what fits its buffer limit.
                     let taken = match self.out.is_empty() {
                         true => 0,
-                        false => tls.writer().write(&self.out)?,
+                        false => tls.write(&self.out)?,
                     };
                     self.out.drain(..taken);
                     if !tls.wants_write() {

@@ -16,13 +16,11 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use rustls::ServerConfig;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use socket2::{Domain, Socket, Type};
 
@@ -84,7 +82,7 @@ struct Reflector {
     /// Read ends of the self-pipes the signal handlers write to.
     stop_pipe: UnixStream,
     hup_pipe: UnixStream,
-    tls: Option<Arc<ServerConfig>>,
+    tls: Option<tls::Config>,
     settings: Settings,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
@@ -246,8 +244,8 @@ impl Reflector {
             }
             let _ = stream.set_nodelay(true);
             let mut conn = match Conn::new(stream, peer, self.tls.as_ref(), now) {
-                Ok(conn) => conn,
-                Err(_) => {
+                Some(conn) => conn,
+                None => {
                     self.per_address.release(peer);
                     self.reject(Rejection::Tls, Some(peer), now);
                     continue;
