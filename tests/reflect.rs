@@ -27,6 +27,8 @@ const NODE_CLIENT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/interop/reflect_client.js"
 );
+/// Built with server-side TLS (the default feature `reflect-tls`).
+const TLS: bool = cfg!(feature = "reflect-tls");
 const DEFAULT_NODE_MODULES: &str = "/opt/wsprobe-node/node_modules";
 
 // ---------------------------------------------------------------------------
@@ -341,6 +343,9 @@ fn python_websockets_echoes_over_ws_and_wss() {
     };
     assert_echoed(&result);
     assert_eq!(result["protocol"], Value::Null, "no subprotocol by default");
+    if !TLS {
+        return;
+    }
 
     let tls = TlsMaterial::generate();
     let (cert, key) = (tls.good.0.to_str().unwrap(), tls.good.1.to_str().unwrap());
@@ -370,6 +375,9 @@ fn node_ws_echoes_over_ws_and_wss() {
         return;
     };
     assert_echoed(&result);
+    if !TLS {
+        return;
+    }
 
     let tls = TlsMaterial::generate();
     let (cert, key) = (tls.good.0.to_str().unwrap(), tls.good.1.to_str().unwrap());
@@ -396,11 +404,15 @@ fn wsprobe_probe_all_three_interpretations_over_ws_and_wss() {
     let (cert, key) = (tls.good.0.to_str().unwrap(), tls.good.1.to_str().unwrap());
     let ca = tls.ca_pem.to_str().unwrap();
     let plain = Reflector::start(&[]);
-    let secure = Reflector::start(&["--tls-cert", cert, "--tls-key", key]);
-    for (url, extra) in [
-        (plain.url("ws"), vec![]),
-        (secure.url("wss"), vec!["--ca-file", ca]),
-    ] {
+    let secure = match TLS {
+        true => Reflector::start(&["--tls-cert", cert, "--tls-key", key]),
+        false => Reflector::start(&[]),
+    };
+    let mut urls = vec![(plain.url("ws"), vec![])];
+    if TLS {
+        urls.push((secure.url("wss"), vec!["--ca-file", ca]));
+    }
+    for (url, extra) in urls {
         for interpretation in [
             "handshake_latency",
             "round_trip_latency",
@@ -545,6 +557,24 @@ fn slow_request_head_is_cut_at_five_seconds() {
 }
 
 #[test]
+fn head_sent_a_byte_at_a_time_still_upgrades() {
+    let reflector = Reflector::start(&[]);
+    let mut stream = connect(reflector.addr());
+    stream.set_nodelay(true).expect("nodelay");
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    for byte in request.as_bytes() {
+        stream.write_all(&[*byte]).expect("send a byte");
+        thread::sleep(Duration::from_micros(200));
+    }
+    let head = read_head(&mut stream);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    echo_once(&mut stream, "trickled");
+}
+
+#[test]
 fn oversized_head_gets_431() {
     let reflector = Reflector::start(&[]);
     let mut stream = connect(reflector.addr());
@@ -681,6 +711,7 @@ fn token_is_required_and_never_taken_from_argv() {
 // TLS files and signals
 // ---------------------------------------------------------------------------
 
+#[cfg(feature = "reflect-tls")]
 #[test]
 fn bad_tls_file_at_start_is_exit_2_naming_it() {
     let tls = TlsMaterial::generate();
@@ -699,6 +730,7 @@ fn bad_tls_file_at_start_is_exit_2_naming_it() {
     }
 }
 
+#[cfg(feature = "reflect-tls")]
 #[test]
 fn sighup_serves_a_new_certificate_and_keeps_the_old_on_a_bad_file() {
     let tls = TlsMaterial::generate();

@@ -10,6 +10,7 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown};
 use std::time::{Duration, Instant};
 
+use memchr::memmem;
 use mio::net::TcpStream;
 
 use super::frame::{self, Decoder, Event};
@@ -175,7 +176,18 @@ impl Conn {
     fn on_bytes(&mut self, data: &[u8], settings: &Settings, now: Instant) -> Option<Rejection> {
         match self.state {
             State::Handshake => {
+                // Parse on the first bytes (garbage is refused at once),
+                // then only once the head can have ended or is full: a
+                // head trickled a byte at a time is not parsed again for
+                // every byte.
+                let seen = self.head.len();
                 self.head.extend_from_slice(data);
+                let window = &self.head[seen.saturating_sub(3)..];
+                let may_have_ended = memmem::find(window, b"\n\r\n").is_some()
+                    || memmem::find(window, b"\n\n").is_some();
+                if seen > 0 && !may_have_ended && self.head.len() < handshake::MAX_HEAD {
+                    return None;
+                }
                 match handshake::answer(&self.head, &settings.policy) {
                     Answer::Incomplete => None,
                     Answer::Refuse { response, kind } => {

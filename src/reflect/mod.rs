@@ -223,12 +223,17 @@ impl Reflector {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    // Out of descriptors, most likely: the connection
-                    // waits in the backlog; try again soon.
+                Err(e) if out_of_resources(&e) => {
+                    // The connection waits in the backlog; accepting again
+                    // at once would fail the same way: try again soon.
                     self.reject(Rejection::AcceptFailed, None, now);
                     self.retry_accept = Some(now + ACCEPT_RETRY);
                     return;
+                }
+                // One connection that went wrong (ECONNABORTED, ...): next.
+                Err(_) => {
+                    self.reject(Rejection::AcceptFailed, None, now);
+                    continue;
                 }
             };
             let peer = addr.ip().to_canonical();
@@ -385,6 +390,14 @@ impl Reflector {
             Err(e) => say!("reflect: SIGHUP: {e}; keeping the certificate in use"),
         }
     }
+}
+
+/// accept(2) failures that last until something is freed.
+fn out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 /// `host:port` to addresses; a name may stand for several.
