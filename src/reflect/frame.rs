@@ -210,9 +210,14 @@ impl Decoder {
                         reason: "message too big",
                     });
                 }
-                // Below max_message, so it fits a usize.
-                if self.message.is_none() {
-                    self.message = Some((opcode, Vec::with_capacity(len as usize)));
+                // Room for the whole frame now, growing by doubling but
+                // never past max_message: the buffer's capacity is bounded
+                // as well as its length. Below max_message, so a usize.
+                let need = (so_far + len) as usize;
+                let (_, buf) = self.message.get_or_insert_with(|| (opcode, Vec::new()));
+                if need > buf.capacity() {
+                    let target = need.max((buf.capacity() * 2).min(self.max_message));
+                    buf.reserve_exact(target - buf.len());
                 }
             }
             _ => return Err(protocol("unknown opcode")),
@@ -383,6 +388,17 @@ mod tests {
         huge.extend_from_slice(&(1u64 << 40).to_be_bytes());
         huge.extend_from_slice(&[1, 2, 3, 4]);
         assert_eq!(code(&huge), TOO_BIG);
+    }
+
+    #[test]
+    fn reassembly_capacity_stays_within_the_limit() {
+        let mut decoder = Decoder::new(1000);
+        for _ in 0..999 {
+            let mut input = &client(if decoder.message.is_none() { BINARY } else { 0 }, b"x")[..];
+            assert_eq!(decoder.next(&mut input), Ok(None));
+            let (_, buf) = decoder.message.as_ref().unwrap();
+            assert!(buf.capacity() <= 1000, "{}", buf.capacity());
+        }
     }
 
     #[test]
