@@ -732,6 +732,20 @@ fn bad_tls_file_at_start_is_exit_2_naming_it() {
 
 #[cfg(feature = "reflect-tls")]
 #[test]
+fn garbage_on_a_tls_listener_is_a_counted_tls_failure() {
+    let tls = TlsMaterial::generate();
+    let (cert, key) = (tls.good.0.to_str().unwrap(), tls.good.1.to_str().unwrap());
+    let mut reflector = Reflector::start(&["--tls-cert", cert, "--tls-key", key]);
+    let mut stream = connect(reflector.addr());
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send plain HTTP to TLS");
+    assert!(closed_by_server(&mut stream));
+    reflector.wait_line("rejected tls_failed");
+}
+
+#[cfg(feature = "reflect-tls")]
+#[test]
 fn sighup_serves_a_new_certificate_and_keeps_the_old_on_a_bad_file() {
     let tls = TlsMaterial::generate();
     let cert = tls.dir.join("served.pem");
