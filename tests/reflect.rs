@@ -94,6 +94,13 @@ impl Reflector {
         reflector
     }
 
+    /// Serving wss:// with the material's good certificate (for
+    /// `localhost` and 127.0.0.1).
+    fn start_tls(tls: &TlsMaterial) -> Reflector {
+        let (cert, key) = (tls.good.0.to_str().unwrap(), tls.good.1.to_str().unwrap());
+        Self::start(&["--tls-cert", cert, "--tls-key", key])
+    }
+
     fn addr(&self) -> SocketAddr {
         self.addrs[0]
     }
@@ -348,9 +355,8 @@ fn python_websockets_echoes_over_ws_and_wss() {
     }
 
     let tls = TlsMaterial::generate();
-    let (cert, key) = (tls.good.0.to_str().unwrap(), tls.good.1.to_str().unwrap());
-    let secure = Reflector::start(&["--tls-cert", cert, "--tls-key", key]);
-    let url = format!("wss://localhost:{}/", secure.addr().port());
+    let secure = Reflector::start_tls(&tls);
+    let url = secure.url("wss");
     let result = py_client(&url, &["--ca", tls.ca_pem.to_str().unwrap()]).unwrap();
     assert_echoed(&result);
 }
@@ -380,9 +386,8 @@ fn node_ws_echoes_over_ws_and_wss() {
     }
 
     let tls = TlsMaterial::generate();
-    let (cert, key) = (tls.good.0.to_str().unwrap(), tls.good.1.to_str().unwrap());
-    let secure = Reflector::start(&["--tls-cert", cert, "--tls-key", key]);
-    let url = format!("wss://localhost:{}/", secure.addr().port());
+    let secure = Reflector::start_tls(&tls);
+    let url = secure.url("wss");
     assert_echoed(&node_client(&url, Some(&tls.ca_pem)).unwrap());
 }
 
@@ -401,11 +406,10 @@ fn probe_ok(args: &[&str]) -> Record {
 #[test]
 fn wsprobe_probe_all_three_interpretations_over_ws_and_wss() {
     let tls = TlsMaterial::generate();
-    let (cert, key) = (tls.good.0.to_str().unwrap(), tls.good.1.to_str().unwrap());
     let ca = tls.ca_pem.to_str().unwrap();
     let plain = Reflector::start(&[]);
     let secure = match TLS {
-        true => Reflector::start(&["--tls-cert", cert, "--tls-key", key]),
+        true => Reflector::start_tls(&tls),
         false => Reflector::start(&[]),
     };
     let mut urls = vec![(plain.url("ws"), vec![])];
@@ -734,8 +738,7 @@ fn bad_tls_file_at_start_is_exit_2_naming_it() {
 #[test]
 fn garbage_on_a_tls_listener_is_a_counted_tls_failure() {
     let tls = TlsMaterial::generate();
-    let (cert, key) = (tls.good.0.to_str().unwrap(), tls.good.1.to_str().unwrap());
-    let mut reflector = Reflector::start(&["--tls-cert", cert, "--tls-key", key]);
+    let mut reflector = Reflector::start_tls(&tls);
     let mut stream = connect(reflector.addr());
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
