@@ -8,6 +8,9 @@
 //!               127.0.x.y sources 16 at a time (the default per-address
 //!               limit): the server's RSS once all are open
 //!               (target for reflect: <= 64 MB)
+//!   wss-idle    M idle wss:// connections (default 1,000; TLS 1.3, P-256
+//!               leaf, rustls client): reflect's RSS once all are open
+//!               (reflect only)
 //!   round-trip  1,000 ws:// connections, each sending one text message a
 //!               second for S seconds (default 20) and reading its echo:
 //!               the server's CPU over the window, % of one core, and its
@@ -17,7 +20,7 @@
 //! Environment: `WSPROBE_BIN` (default: the binary cargo builds for the
 //! bench, target/release/wsprobe), `WSPROBE_TEST_PYTHON` (default
 //! /opt/wsprobe-test/bin/python; the Python side is skipped without it),
-//! `REFLECT_IDLE` (N), `REFLECT_SECS` (S). RLIMIT_NOFILE is raised for this
+//! `REFLECT_IDLE` (N), `REFLECT_TLS_IDLE` (M), `REFLECT_SECS` (S). RLIMIT_NOFILE is raised for this
 //! process and so for the servers it starts. Figures are reported, never
 //! asserted; "MB" is 1024 KiB as /proc reports KiB. The client is this
 //! process (one thread, blocking sockets): its own CPU is not counted.
@@ -25,10 +28,16 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use socket2::{Domain, Socket, Type};
+
+mod support;
 
 const PY_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/ws_server.py");
 
@@ -45,7 +54,7 @@ fn main() {
     let max = (idle + 100).to_string();
 
     println!("\n== idle: {idle} open ws:// connections ==");
-    let mut servers = vec![Server::reflect(&bin, &max)];
+    let mut servers = vec![Server::reflect(&bin, &max, &[])];
     if has_python {
         servers.push(Server::python(&python));
     } else {
@@ -70,6 +79,29 @@ fn main() {
         server.restart_if_python(&python);
     }
     println!("target: reflect <= 64 MB with {idle} connections");
+
+    let tls_idle: usize = env_or("REFLECT_TLS_IDLE", 1000);
+    println!("\n== wss-idle: {tls_idle} open wss:// connections ==");
+    let pki = support::TestPki::new("reflect-load");
+    let cert = pki.chain_file.to_str().expect("utf-8 path");
+    let key = pki.key_file.to_str().expect("utf-8 path");
+    let secure = Server::reflect(&bin, &max, &["--tls-cert", cert, "--tls-key", key]);
+    let before = secure.rss_kb();
+    let client = client_config(&pki.ca_file);
+    let conns: Vec<_> = (0..tls_idle)
+        .map(|i| open_tls(secure.addr, i, &client))
+        .collect();
+    thread::sleep(Duration::from_secs(1));
+    println!(
+        "{:<18} {} open; RSS {:.1} MB (at start {:.1} MB), {:.1} KB per connection",
+        secure.name,
+        conns.len(),
+        mb(secure.rss_kb()),
+        mb(before),
+        (secure.rss_kb() - before) as f64 / conns.len().max(1) as f64,
+    );
+    drop(conns);
+    drop(secure);
 
     println!("\n== round-trip: {clients} clients, one message a second each, {secs} s ==");
     for server in &mut servers {
@@ -117,7 +149,7 @@ struct Server {
 }
 
 impl Server {
-    fn reflect(bin: &str, max: &str) -> Server {
+    fn reflect(bin: &str, max: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(bin)
             .args([
                 "reflect",
@@ -127,6 +159,7 @@ impl Server {
                 max,
             ])
             .args(["--idle-timeout-ms", "600000"])
+            .args(extra)
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -225,36 +258,75 @@ impl Drop for Server {
 
 /// `n` upgraded connections, 16 from each source address 127.0.x.y.
 fn open_many(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
-    let mut conns = Vec::with_capacity(n);
-    for i in 0..n {
-        let source = i / 16;
-        let ip = [127, 0, 1 + (source / 250) as u8, 1 + (source % 250) as u8];
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-        socket
-            .bind(&SocketAddr::from((ip, 0)).into())
-            .expect("bind source");
-        socket.connect(&addr.into()).expect("connect");
-        let mut stream: TcpStream = socket.into();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        stream.set_nodelay(true).expect("nodelay");
-        stream
-            .write_all(
-                b"GET / HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            )
-            .expect("upgrade request");
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).expect("upgrade answer");
-            head.push(byte[0]);
-        }
-        assert!(head.starts_with(b"HTTP/1.1 101"), "connection {i} refused");
-        conns.push(stream);
+    (0..n)
+        .map(|i| {
+            let mut stream = tcp_from_source(addr, i);
+            upgrade(&mut stream, i);
+            stream
+        })
+        .collect()
+}
+
+/// Connection `i`'s TCP connection: 16 per source address 127.0.x.y.
+fn tcp_from_source(addr: SocketAddr, i: usize) -> TcpStream {
+    let source = i / 16;
+    let ip = [127, 0, 1 + (source / 250) as u8, 1 + (source % 250) as u8];
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::from((ip, 0)).into())
+        .expect("bind source");
+    socket.connect(&addr.into()).expect("connect");
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+}
+
+fn upgrade(stream: &mut (impl Read + Write), i: usize) {
+    stream
+        .write_all(
+            b"GET / HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .expect("upgrade request");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("upgrade answer");
+        head.push(byte[0]);
     }
-    conns
+    assert!(head.starts_with(b"HTTP/1.1 101"), "connection {i} refused");
+}
+
+fn client_config(ca_file: &std::path::Path) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).expect("CA file") {
+        roots.add(cert.expect("CA PEM")).expect("CA certificate");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// An upgraded wss:// connection (the TLS handshake happens on the
+/// upgrade's first write).
+fn open_tls(
+    addr: SocketAddr,
+    i: usize,
+    config: &Arc<ClientConfig>,
+) -> StreamOwned<ClientConnection, TcpStream> {
+    let name = ServerName::try_from("127.0.0.1").expect("server name");
+    let tls = ClientConnection::new(config.clone(), name).expect("client connection");
+    let mut stream = StreamOwned::new(tls, tcp_from_source(addr, i));
+    upgrade(&mut stream, i);
+    stream
 }
 
 /// Sends a masked text frame and reads frames until its echo (answering
