@@ -18,6 +18,10 @@
 # strip, panic "unwind"; CARGO_PROFILE_RELEASE_* variables override it.
 # Output goes to $CARGO_TARGET_DIR (default ./target)/<triple>/release/wsprobe.
 # Prints one line per binary: "<path> <size in bytes>".
+# Features: these builds leave out the default cargo feature `reflect-tls`
+# (wss:// for `wsprobe reflect`, about 98 KB on aarch64, docs/reflect.md) to
+# keep within the 1.8 MB budget; WSPROBE_FEATURES="reflect-tls" (any cargo
+# feature list) builds with it.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -26,6 +30,11 @@ target_dir="${CARGO_TARGET_DIR:-$root/target}"
 ZIG_VENV="${ZIG_VENV:-/opt/zig}"
 
 die() { printf 'build-arm: %s\n' "$*" >&2; exit 1; }
+
+features=(--no-default-features)
+if [[ -n ${WSPROBE_FEATURES:-} ]]; then
+    features+=(--features "$WSPROBE_FEATURES")
+fi
 
 report() {
     local bin="$target_dir/$1/release/wsprobe"
@@ -37,7 +46,7 @@ build_aarch64() {
     command -v clang >/dev/null || die "clang not found: run scripts/install-cross-deps.sh"
     CC_aarch64_unknown_linux_musl=clang \
     CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
-        cargo build --locked --release --bin wsprobe --target aarch64-unknown-linux-musl
+        cargo build --locked --release "${features[@]}" --bin wsprobe --target aarch64-unknown-linux-musl
     report aarch64-unknown-linux-musl
 }
 
@@ -45,7 +54,7 @@ build_x86_64_musl() {
     command -v clang >/dev/null || die "clang not found: run scripts/install-cross-deps.sh"
     CC_x86_64_unknown_linux_musl=clang \
     CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
-        cargo build --locked --release --bin wsprobe --target x86_64-unknown-linux-musl
+        cargo build --locked --release "${features[@]}" --bin wsprobe --target x86_64-unknown-linux-musl
     report x86_64-unknown-linux-musl
 }
 
@@ -65,7 +74,7 @@ build_armv7() {
     PATH="$ZIG_VENV/bin:$PATH" \
     RUSTC_BOOTSTRAP=1 \
     CARGO_TARGET_ARMV7_UNKNOWN_LINUX_MUSLEABIHF_RUSTFLAGS="-C link-self-contained=no" \
-        cargo zigbuild --locked "-Zbuild-std=$std_crates" --release --bin wsprobe \
+        cargo zigbuild --locked "${features[@]}" "-Zbuild-std=$std_crates" --release --bin wsprobe \
         --target armv7-unknown-linux-musleabihf
     report armv7-unknown-linux-musleabihf
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::reflect;
+
 pub const USAGE: &str = "\
 wsprobe: a WebSocket probe agent
 
@@ -18,6 +20,7 @@ usage:
   wsprobe check  [-c FILE]               validate the config (exit 0 valid, 2 invalid)
   wsprobe once   [-c FILE] [-p NAME]...  run each (or each named) probe once, print records
   wsprobe probe  URL [flags]             one ad-hoc probe, print the record
+  wsprobe reflect --listen ADDR [flags]  a WebSocket echo endpoint, until SIGTERM/SIGINT
   wsprobe --help | --version
 
 FILE defaults to config.json. Records go to stdout, diagnostics to stderr.
@@ -47,6 +50,17 @@ probe flags (the config's probe fields):
   --count N                 runs (default 1)
   --interval-ms N           between run starts (default 1000; 0 back to back)
   --human                   a readable line per run and a summary, like ping
+
+reflect flags (docs/reflect.md):
+  --listen ADDR             host:port to serve (repeatable); [::]:PORT serves both families
+  --protocol NAME           subprotocol it may select (repeatable; default none)
+  --tls-cert FILE           PEM certificate chain: serve wss:// (with --tls-key; SIGHUP reloads)
+  --tls-key FILE            PEM private key
+  --token-env NAME          require 'Authorization: Bearer $NAME' (never on the command line)
+  --max-connections N       concurrent connections, 1 to 1000000 (default 256)
+  --max-per-address N       concurrent connections per source address (default 16)
+  --max-message-bytes N     larger messages get Close 1009, 1 to 16777216 (default 65536)
+  --idle-timeout-ms N       close silent connections, 100 to 86400000 (default 60000)
 ";
 
 #[derive(Debug, PartialEq)]
@@ -55,6 +69,7 @@ pub enum Command {
     Check { config: PathBuf },
     Once { config: PathBuf, names: Vec<String> },
     Probe(AdHoc),
+    Reflect(reflect::Options),
     Help,
     Version,
 }
@@ -109,9 +124,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, UsageError> {
             Ok(Command::Once { config, names })
         }
         "probe" => parse_probe(&mut args),
-        "reflect" => Err(UsageError(
-            "reflect is not available in this version yet".into(),
-        )),
+        "reflect" => parse_reflect(&mut args),
         other => Err(UsageError(format!("unknown command {other:?}"))),
     }
 }
@@ -215,6 +228,61 @@ fn parse_probe(args: &mut Args) -> Result<Command, UsageError> {
     }))
 }
 
+fn parse_reflect(args: &mut Args) -> Result<Command, UsageError> {
+    let mut options = reflect::Options {
+        listen: Vec::new(),
+        protocols: Vec::new(),
+        tls: None,
+        token_env: None,
+        max_connections: reflect::DEFAULT_MAX_CONNECTIONS,
+        max_per_address: reflect::DEFAULT_MAX_PER_ADDRESS,
+        max_message_bytes: reflect::DEFAULT_MAX_MESSAGE_BYTES,
+        idle_timeout: Duration::from_millis(reflect::DEFAULT_IDLE_TIMEOUT_MS),
+    };
+    let (mut cert, mut key) = (None, None);
+    while let Some(arg) = args.next() {
+        let mut within = |lo: u64, hi: u64| -> Result<u64, UsageError> {
+            let n = args.number(&arg)?.as_u64().unwrap_or(0);
+            if (lo..=hi).contains(&n) {
+                Ok(n)
+            } else {
+                Err(UsageError(format!("{arg} must be {lo} to {hi}, got {n}")))
+            }
+        };
+        match arg.as_str() {
+            "--max-connections" => options.max_connections = within(1, 1_000_000)? as usize,
+            "--max-per-address" => options.max_per_address = within(1, 1_000_000)? as u32,
+            "--max-message-bytes" => options.max_message_bytes = within(1, 16 << 20)? as usize,
+            "--idle-timeout-ms" => {
+                options.idle_timeout = Duration::from_millis(within(100, 86_400_000)?);
+            }
+            "--listen" => options.listen.push(args.value(&arg)?),
+            "--protocol" => options.protocols.push(args.value(&arg)?),
+            "--tls-cert" => cert = Some(PathBuf::from(args.value(&arg)?)),
+            "--tls-key" => key = Some(PathBuf::from(args.value(&arg)?)),
+            "--token-env" => options.token_env = Some(args.value(&arg)?),
+            "--token" => {
+                return Err(UsageError(
+                    "--token is not taken on the command line (ps shows it): \
+                     put the token in an environment variable and pass --token-env NAME"
+                        .into(),
+                ))
+            }
+            "-h" | "--help" => return Ok(Command::Help),
+            _ => return Err(unexpected(&arg)),
+        }
+    }
+    if options.listen.is_empty() {
+        return Err(UsageError("reflect needs --listen ADDR".into()));
+    }
+    options.tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => return Err(UsageError("--tls-cert and --tls-key go together".into())),
+    };
+    Ok(Command::Reflect(options))
+}
+
 fn insert(map: &mut Map<String, Value>, key: &str, value: Value) {
     map.insert(key.to_owned(), value);
 }
@@ -244,6 +312,13 @@ fn unexpected(arg: &str) -> UsageError {
         "--source-ip",
         "--fwmark",
         "--proxy",
+        "--listen",
+        "--tls-cert",
+        "--tls-key",
+        "--token-env",
+        "--max-connections",
+        "--max-per-address",
+        "--idle-timeout-ms",
     ];
     match crate::config::suggest(arg, &known) {
         Some(s) => UsageError(format!("unknown argument {arg:?} (did you mean {s}?)")),
@@ -359,6 +434,38 @@ mod tests {
         assert!(parse_str(&["probe", "ws://h/", "--count", "x"]).is_err());
         assert!(parse_str(&["probe", "ws://h/", "--human=yes"]).is_err());
         assert!(parse_str(&["once", "-p"]).is_err());
+    }
+
+    #[test]
+    fn reflect_flags_and_their_defaults() {
+        let Ok(Command::Reflect(options)) = parse_str(&[
+            "reflect",
+            "--listen",
+            "[::]:9000",
+            "--listen=127.0.0.1:0",
+            "--protocol",
+            "echo",
+            "--max-per-address",
+            "2",
+        ]) else {
+            panic!("not a reflect command");
+        };
+        assert_eq!(options.listen, ["[::]:9000", "127.0.0.1:0"]);
+        assert_eq!(options.protocols, ["echo"]);
+        assert_eq!(options.max_per_address, 2);
+        assert_eq!(options.max_connections, 256);
+        assert_eq!(options.max_message_bytes, 65536);
+        assert_eq!(options.idle_timeout, Duration::from_secs(60));
+        assert_eq!(options.tls, None);
+        for bad in [
+            &["reflect"][..],
+            &["reflect", "--listen", "h:1", "--tls-cert", "c"],
+            &["reflect", "--listen", "h:1", "--token", "x"],
+            &["reflect", "--listen", "h:1", "--max-connections", "0"],
+            &["reflect", "--listen", "h:1", "--idle-timeout-ms", "5"],
+        ] {
+            assert!(parse_str(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! wsprobe: a WebSocket probe agent for routers and small appliances.
 //!
-//! Data flows config -> schedule -> probe -> outcome -> record -> writer.
+//! Data flows config -> schedule -> probe -> outcome -> record -> writer;
+//! `reflect` is the echo endpoint for the far end of a path, on its own.
 
 pub mod cli;
 pub mod clock;
@@ -12,6 +13,7 @@ pub mod outcome;
 pub mod probe;
 pub mod record;
 pub mod redact;
+pub mod reflect;
 pub mod schedule;
 pub mod spec;
 pub mod writer;

@@ -16,7 +16,7 @@ use wsprobe::outcome::Outcome;
 use wsprobe::record::Record;
 use wsprobe::schedule::PROBE_STACK;
 use wsprobe::writer::Sink;
-use wsprobe::{human, once, probe, say, schedule};
+use wsprobe::{human, once, probe, reflect, say, schedule};
 
 /// Success, or every record without a reason.
 const EXIT_OK: u8 = 0;
@@ -63,6 +63,13 @@ fn main() -> ExitCode {
             once_command(loaded, &names)
         }
         Command::Probe(adhoc) => probe_command(adhoc),
+        Command::Reflect(options) => match reflect::run(options) {
+            Ok(()) => EXIT_OK,
+            Err(e) => {
+                say!("{e}");
+                EXIT_USAGE
+            }
+        },
         Command::Run { config } => {
             let signals = match schedule::Signals::install() {
                 Ok(signals) => signals,

@@ -33,6 +33,10 @@ use wsprobe::spec::ProbeSpec;
 pub struct TestPki {
     pub dir: PathBuf,
     pub ca_file: PathBuf,
+    /// The chain the server sends and its key, as PEM files, for a server
+    /// in another process (`wsprobe reflect`).
+    pub chain_file: PathBuf,
+    pub key_file: PathBuf,
     pub server: Arc<ServerConfig>,
 }
 
@@ -105,6 +109,11 @@ impl TestPki {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let ca_file = dir.join("ca.pem");
         std::fs::write(&ca_file, root.pem()).expect("write ca.pem");
+        let chain_file = dir.join("chain.pem");
+        let chain_pem: String = chain.iter().map(|cert| cert.pem()).collect();
+        std::fs::write(&chain_file, chain_pem).expect("write chain.pem");
+        let key_file = dir.join("key.pem");
+        std::fs::write(&key_file, leaf_key.serialize_pem()).expect("write key.pem");
 
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let server = ServerConfig::builder_with_provider(provider)
@@ -119,6 +128,8 @@ impl TestPki {
         TestPki {
             dir,
             ca_file,
+            chain_file,
+            key_file,
             server: Arc::new(server),
         }
     }
