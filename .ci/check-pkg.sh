@@ -49,7 +49,8 @@ check_unit_security() {
 }
 
 check_shell() {
-    shellcheck dist/openwrt/wsprobe/files/wsprobe.init dist/debian/postrm \
+    shellcheck dist/openwrt/wsprobe/files/wsprobe.init dist/openwrt/examples/wsprobe-wan-check.sh \
+        dist/debian/postrm \
         scripts/build-ipk.sh .ci/check-pkg.sh .ci/install-pkg.sh
     say "shellcheck: clean"
 }
