@@ -57,10 +57,10 @@ check_shell() {
 
 check_deb_host() {
     cargo build --locked --release
-    rm -f "$target_dir"/debian/wsprobe_*_amd64.deb
-    cargo deb --no-build --locked
     local deb
-    deb="$(ls "$target_dir"/debian/wsprobe_*_amd64.deb)"
+    # cargo deb prints the package's path last.
+    deb="$(cargo deb --no-build --locked | tail -n 1)"
+    [[ $deb == *_amd64.deb && -f $deb ]] || die "cargo deb made no amd64 package: $deb"
     under_budget "$deb"
 
     # A package left by an earlier run would hide what this one installs.
@@ -144,9 +144,8 @@ check_ipk() {
 check_arm_deb() {
     local triple=$1 debarch=$2 deb
     [[ -x $target_dir/$triple/release/wsprobe ]] || die "no $triple binary: run the ARM builds first"
-    rm -f "$target_dir/$triple"/debian/wsprobe_*.deb
-    cargo deb --no-build --no-strip --locked --target "$triple"
-    deb="$(ls "$target_dir/$triple"/debian/wsprobe_*_"$debarch".deb)"
+    deb="$(cargo deb --no-build --no-strip --locked --target "$triple" | tail -n 1)"
+    [[ $deb == *_"$debarch".deb && -f $deb ]] || die "cargo deb made no $debarch package: $deb"
     under_budget "$deb"
     [[ "$(dpkg-deb -f "$deb" Architecture)" == "$debarch" ]] || die "$deb: Architecture is not $debarch"
     dpkg-deb -c "$deb" | grep -q ' ./usr/bin/wsprobe$' || die "$deb: no /usr/bin/wsprobe"

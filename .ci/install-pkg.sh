@@ -4,7 +4,7 @@
 #
 #   apt      shellcheck (the procd init script), man-db (`man -l` on the
 #            page), systemd (`systemd-analyze verify/security --offline`),
-#            binutils (`ar`, to read a .deb's members)
+#            zopfli (the .ipk's gzip members, smaller than gzip -9)
 #   cargo    cargo-deb, pinned, into cargo's own bin directory
 #   venv     jsonschema, pinned, into the shared test venv
 #            /opt/wsprobe-test (tests/schema.rs runs it; created by .ci/run)
@@ -19,7 +19,7 @@ VENV=/opt/wsprobe-test
 say() { printf 'install-pkg: %s\n' "$*"; }
 
 # --- Debian packages ---------------------------------------------------------
-pkgs=(shellcheck man-db systemd binutils)
+pkgs=(shellcheck man-db systemd zopfli)
 missing=()
 for pkg in "${pkgs[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
