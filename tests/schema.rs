@@ -183,16 +183,7 @@ fn every_invalid_fixture_is_in_one_list() {
     let mut listed: BTreeSet<&str> = SCHEMA_REFUSES.into_iter().collect();
     listed.extend(SCHEMA_ACCEPTS.iter().map(|(name, _)| *name));
     listed.extend(NOT_JSON);
-    let on_disk: BTreeSet<String> = std::fs::read_dir(FIXTURES)
-        .expect("read the fixture directory")
-        .map(|e| {
-            e.expect("a directory entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .filter(|n| n.starts_with("invalid-"))
-        .collect();
+    let on_disk: BTreeSet<String> = fixture_names("invalid-").into_iter().collect();
     let unlisted: Vec<&String> = on_disk
         .iter()
         .filter(|n| !listed.contains(n.as_str()))
@@ -241,13 +232,9 @@ fn verdicts(files: &[String]) -> Option<BTreeMap<String, String>> {
     )
 }
 
-fn fixture(name: &str) -> String {
-    format!("{FIXTURES}/{name}")
-}
-
-#[test]
-fn the_schema_accepts_every_valid_config_we_ship() {
-    let mut files: Vec<String> = std::fs::read_dir(FIXTURES)
+/// The fixture files whose names start with `prefix`, sorted.
+fn fixture_names(prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(FIXTURES)
         .expect("read the fixture directory")
         .map(|e| {
             e.expect("a directory entry")
@@ -255,10 +242,19 @@ fn the_schema_accepts_every_valid_config_we_ship() {
                 .to_string_lossy()
                 .into_owned()
         })
-        .filter(|n| n.starts_with("valid-"))
-        .map(|n| fixture(&n))
+        .filter(|n| n.starts_with(prefix))
         .collect();
-    files.sort();
+    names.sort();
+    names
+}
+
+fn fixture(name: &str) -> String {
+    format!("{FIXTURES}/{name}")
+}
+
+#[test]
+fn the_schema_accepts_every_valid_config_we_ship() {
+    let mut files: Vec<String> = fixture_names("valid-").iter().map(|n| fixture(n)).collect();
     assert!(files.len() >= 3, "valid fixtures went missing: {files:?}");
     files.push(format!("{ROOT}/config.json"));
     files.push(format!("{ROOT}/dist/config.json"));
