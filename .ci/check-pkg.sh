@@ -82,8 +82,12 @@ check_deb_host() {
     say "installed: wsprobe check -c /etc/wsprobe/config.json: valid"
     # Offline (PID 1 need not be systemd): --man=no skips looking up
     # Documentation= pages, which is not what is checked here.
-    systemd-analyze verify --man=no /usr/lib/systemd/system/wsprobe.service ||
-        die "systemd-analyze verify refused the installed unit"
+    # verify exits 0 on a value it cannot parse ("Failed to parse ...,
+    # ignoring"), so anything it prints is a failure too.
+    local said
+    said="$(systemd-analyze verify --man=no /usr/lib/systemd/system/wsprobe.service 2>&1)" ||
+        die "systemd-analyze verify refused the installed unit: $said"
+    [[ -z $said ]] || die "systemd-analyze verify complained about the installed unit: $said"
     say "installed: systemd-analyze verify: clean"
     local page
     page="$(MANWIDTH=80 man -l /usr/share/man/man1/wsprobe.1.gz 2>&1)" ||
