@@ -5,7 +5,8 @@
 # usage: bash .ci/check-pkg.sh          the host checks:
 #          1. systemd-analyze security --offline=yes on dist/systemd/wsprobe.service:
 #             fails above an overall exposure of 2.0
-#          2. shellcheck on the procd init script and the packaging scripts
+#          2. shellcheck on the procd init script and the packaging scripts;
+#             the init script's procd calls, with procd's functions stubbed
 #          3. cargo deb (amd64, release build), dpkg -i; the installed
 #             /usr/bin/wsprobe checks /etc/wsprobe/config.json;
 #             systemd-analyze verify on the installed unit (verify needs the
@@ -53,6 +54,30 @@ check_shell() {
         dist/debian/postrm \
         scripts/build-ipk.sh .ci/check-pkg.sh .ci/install-pkg.sh
     say "shellcheck: clean"
+}
+
+# The init script's start_service under a POSIX sh (dash), with procd's
+# functions replaced by stubs that record their calls: it must ask for the
+# instance, the config file watch, SIGHUP on reload and respawn.
+check_init_script() {
+    local calls expected
+    calls="$(sh -c '
+        procd_open_instance() { echo "open_instance $*"; }
+        procd_set_param() { echo "set_param $*"; }
+        procd_close_instance() { echo "close_instance $*"; }
+        . "$1"
+        start_service
+    ' sh dist/openwrt/wsprobe/files/wsprobe.init)" || die "the init script failed under sh: $calls"
+    expected="open_instance 
+set_param command /usr/bin/wsprobe run -c /etc/wsprobe/config.json
+set_param file /etc/wsprobe/config.json
+set_param reload_signal HUP
+set_param respawn
+set_param stdout 1
+set_param stderr 1
+close_instance "
+    [[ $calls == "$expected" ]] || die "the init script's procd calls differ:"$'\n'"$calls"
+    say "init script: start_service asks procd for respawn, the file watch and SIGHUP"
 }
 
 check_deb_host() {
@@ -159,6 +184,7 @@ case "${1:-host}" in
     host)
         check_unit_security
         check_shell
+        check_init_script
         check_deb_host
         ;;
     arm)
