@@ -31,9 +31,11 @@ use crate::spec::{Interpretation, IpVersion, ProbeSpec, RoundTripScope};
 pub use self::url::parse_url;
 pub use self::words::{expand_env, suggest};
 
-const TOP_LEVEL_FIELDS: [&str; 4] = ["labels", "defaults", "output", "probes"];
-const OUTPUT_FIELDS: [&str; 1] = ["ndjson"];
-const PROBE_FIELDS: [&str; 20] = [
+/// `$schema` names the JSON Schema for editors (config.schema.json); the
+/// loader checks only that it is a string.
+pub const TOP_LEVEL_FIELDS: [&str; 5] = ["$schema", "labels", "defaults", "output", "probes"];
+pub const OUTPUT_FIELDS: [&str; 1] = ["ndjson"];
+pub const PROBE_FIELDS: [&str; 20] = [
     "name",
     "url",
     "interpretation",
@@ -55,8 +57,32 @@ const PROBE_FIELDS: [&str; 20] = [
     "fwmark",
     "proxy",
 ];
-const THRESHOLD_FIELDS: [&str; 2] = ["healthy_below", "unhealthy_above"];
-const TLS_FIELDS: [&str; 3] = ["ca_file", "server_name", "insecure_skip_verify"];
+pub const THRESHOLD_FIELDS: [&str; 2] = ["healthy_below", "unhealthy_above"];
+pub const TLS_FIELDS: [&str; 3] = ["ca_file", "server_name", "insecure_skip_verify"];
+
+/// Every object the loader reads, by the name its errors use, with the keys
+/// it knows there (`defaults` knows the probe's fields but `name` and
+/// `url`). tests/schema.rs holds config.schema.json to this list: a list
+/// added here belongs here too.
+pub fn known_fields() -> Vec<(&'static str, Vec<&'static str>)> {
+    vec![
+        ("top level", TOP_LEVEL_FIELDS.to_vec()),
+        ("output", OUTPUT_FIELDS.to_vec()),
+        ("defaults", default_fields()),
+        ("probe", PROBE_FIELDS.to_vec()),
+        ("thresholds", THRESHOLD_FIELDS.to_vec()),
+        ("tls", TLS_FIELDS.to_vec()),
+    ]
+}
+
+/// The fields `defaults` may set: every probe field but `name` and `url`.
+fn default_fields() -> Vec<&'static str> {
+    PROBE_FIELDS
+        .iter()
+        .copied()
+        .filter(|f| *f != "name" && *f != "url")
+        .collect()
+}
 
 const TIMEOUT_MS: (u64, u64) = (100, 30_000);
 const INTERVAL_MS: (u64, u64) = (1000, 86_400_000);
@@ -313,6 +339,13 @@ impl<'a> Loader<'a> {
             return config;
         };
         self.unknown_keys(place, "", root, &TOP_LEVEL_FIELDS);
+        if let Some(schema) = root.get("$schema").filter(|v| !v.is_string()) {
+            self.error(
+                place,
+                "$schema",
+                format!("must be a string naming the schema (got {schema})"),
+            );
+        }
 
         let top_labels = match root.get("labels") {
             Some(value) => self.labels(place, "labels", value).unwrap_or_default(),
@@ -332,11 +365,7 @@ impl<'a> Loader<'a> {
                         );
                     }
                 }
-                let known: Vec<&str> = PROBE_FIELDS
-                    .iter()
-                    .copied()
-                    .filter(|f| *f != "name" && *f != "url")
-                    .collect();
+                let known = default_fields();
                 let unknown: Map<String, Value> = object
                     .iter()
                     .filter(|(k, _)| k.as_str() != "name" && k.as_str() != "url")
