@@ -31,7 +31,12 @@ const SCHEMA_OBJECTS: [(&str, &str); 6] = [
 
 /// Invalid fixtures the schema must refuse: unknown fields, types, enums,
 /// ranges, patterns, and the rules within one probe object it can state.
-const SCHEMA_REFUSES: [&str; 39] = [
+const SCHEMA_REFUSES: [&str; 44] = [
+    "invalid-proxy-https.json",
+    "invalid-proxy-no-scheme.json",
+    "invalid-proxy-not-a-string.json",
+    "invalid-proxy-path.json",
+    "invalid-proxy-socks5.json",
     "invalid-defaults-name-url.json",
     "invalid-headers-bad-name.json",
     "invalid-headers-connection.json",
@@ -75,7 +80,13 @@ const SCHEMA_REFUSES: [&str; 39] = [
 
 /// Invalid fixtures a schema cannot refuse, and why: only `wsprobe check`
 /// catches these. The schema must accept them (so this list stays true).
-const SCHEMA_ACCEPTS: [(&str, &str); 13] = [
+const SCHEMA_ACCEPTS: [(&str, &str); 16] = [
+    (
+        "invalid-proxy-bad-port-in-defaults.json",
+        "a port range in a URL pattern",
+    ),
+    ("invalid-proxy-env-unset.json", "needs the environment"),
+    ("invalid-proxy-ip-version.json", "compares two values"),
     ("invalid-env-unset-header.json", "needs the environment"),
     ("invalid-env-unset-url.json", "needs the environment"),
     ("invalid-interval-below-timeout.json", "compares two values"),
