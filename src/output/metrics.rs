@@ -1,0 +1,455 @@
+//! The Prometheus metrics state: what the last runs found, updated from
+//! each outcome, and rendered in the text exposition format (0.0.4).
+//!
+//! Names follow Prometheus's rules: base unit seconds, `_total` counters,
+//! a `# HELP` and `# TYPE` for every family, and no sample timestamps
+//! (node_exporter's textfile collector skips a file that has one). Every
+//! counter's label set exists from the start at 0, so `rate()` works
+//! from the first scrapes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::outcome::{Outcome, Reason, Timings};
+use crate::record;
+use crate::spec::{Interpretation, ProbeSpec};
+
+use super::ndjson::Drops;
+
+/// Label names the metrics themselves use; a probe's own labels may not
+/// take them (nor any name starting `__`, which Prometheus reserves).
+pub const RESERVED_LABELS: [&str; 5] = ["probe", "phase", "reason", "health", "le"];
+
+/// Histogram bucket bounds in seconds: 1 ms to 30 s, roughly 1-2.5-5.
+pub const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The `health` label's values, in the record's words.
+const HEALTH: [&str; 4] = ["healthy", "degraded", "unhealthy", "unknown"];
+
+/// `reason="none"` for good runs, then every reason code.
+const RUN_REASONS: usize = Reason::ALL.len() + 1;
+
+/// The phases of `meta.timings`, named as there without `_ms`.
+const PHASES: [&str; 7] = ["dns", "connect", "tls", "upgrade", "open", "rtt", "total"];
+
+/// A metric family. Its name, type and HELP text live here and nowhere
+/// else; `ALL` is the order of the exposition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Success,
+    Value,
+    Phase,
+    Runs,
+    Health,
+    Latency,
+    LastRun,
+    Interval,
+    UnhealthyAbove,
+    CertNotAfter,
+    BuildInfo,
+    Reloads,
+    Dropped,
+}
+
+impl Family {
+    pub const ALL: [Family; 13] = [
+        Family::Success,
+        Family::Value,
+        Family::Phase,
+        Family::Runs,
+        Family::Health,
+        Family::Latency,
+        Family::LastRun,
+        Family::Interval,
+        Family::UnhealthyAbove,
+        Family::CertNotAfter,
+        Family::BuildInfo,
+        Family::Reloads,
+        Family::Dropped,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Success => "wsprobe_probe_success",
+            Family::Value => "wsprobe_probe_value_seconds",
+            Family::Phase => "wsprobe_probe_phase_seconds",
+            Family::Runs => "wsprobe_probe_runs_total",
+            Family::Health => "wsprobe_probe_health",
+            Family::Latency => "wsprobe_probe_latency_seconds",
+            Family::LastRun => "wsprobe_probe_last_run_timestamp_seconds",
+            Family::Interval => "wsprobe_probe_interval_seconds",
+            Family::UnhealthyAbove => "wsprobe_probe_unhealthy_above_seconds",
+            Family::CertNotAfter => "wsprobe_probe_tls_cert_not_after_timestamp_seconds",
+            Family::BuildInfo => "wsprobe_build_info",
+            Family::Reloads => "wsprobe_config_reloads_total",
+            Family::Dropped => "wsprobe_records_dropped_total",
+        }
+    }
+
+    pub fn kind(self) -> &'static str {
+        match self {
+            Family::Runs | Family::Reloads | Family::Dropped => "counter",
+            Family::Latency => "histogram",
+            _ => "gauge",
+        }
+    }
+
+    pub fn help(self) -> &'static str {
+        match self {
+            Family::Success => {
+                "1 if the probe's last run had no reason, 0 otherwise."
+            }
+            Family::Value => {
+                "The last run's latency (the record's value), in seconds; absent for connection_success and runs without data."
+            }
+            Family::Phase => {
+                "Duration of each phase of the last run (meta.timings), in seconds."
+            }
+            Family::Runs => {
+                "Runs since the agent started, by reason code (none for a good run)."
+            }
+            Family::Health => {
+                "The last run's health as a state set: 1 for the current state, 0 for the others."
+            }
+            Family::Latency => {
+                "The latency of every run since the agent started (the record's value), in seconds."
+            }
+            Family::LastRun => {
+                "When the last run started (its record's ts), in Unix seconds."
+            }
+            Family::Interval => {
+                "The probe's interval_ms, in seconds."
+            }
+            Family::UnhealthyAbove => {
+                "The probe's thresholds.unhealthy_above, in seconds; latency probes only."
+            }
+            Family::CertNotAfter => {
+                "The earliest notAfter in the chain the server sent on the last wss:// run that reached TLS, in Unix seconds."
+            }
+            Family::BuildInfo => {
+                "The wsprobe version, as a label; always 1."
+            }
+            Family::Reloads => {
+                "Configuration reloads (SIGHUP) since the agent started, by result."
+            }
+            Family::Dropped => {
+                "NDJSON records dropped since the agent started: not queued because the output did not keep up, or not written."
+            }
+        }
+    }
+}
+
+/// The metrics of every configured probe, and the agent's own.
+pub struct Metrics {
+    state: Mutex<State>,
+    /// Records the NDJSON output dropped; also read by the agent's logs.
+    pub drops: Drops,
+}
+
+#[derive(Default)]
+struct State {
+    /// By probe name: the exposition is sorted and stable.
+    probes: BTreeMap<String, ProbeMetrics>,
+    reloads_ok: u64,
+    reloads_error: u64,
+}
+
+struct ProbeMetrics {
+    /// `probe="NAME",k="v"...`, escaped once.
+    labels: String,
+    /// Everything of the spec the series depend on; another spec restarts
+    /// them from zero.
+    interpretation: Interpretation,
+    interval: Duration,
+    unhealthy_above_ms: Option<f64>,
+    /// Indexed by `reason_index`.
+    runs: [u64; RUN_REASONS],
+    /// Index into `HEALTH`.
+    health: usize,
+    last: Option<LastRun>,
+    histogram: Histogram,
+    cert_not_after: Option<u64>,
+}
+
+struct LastRun {
+    success: bool,
+    value_seconds: Option<f64>,
+    phases: [Option<Duration>; PHASES.len()],
+    started_unix: f64,
+}
+
+#[derive(Default)]
+struct Histogram {
+    /// Not cumulative: `counts[i]` runs fell in (BUCKETS[i-1], BUCKETS[i]];
+    /// the last slot holds those above the largest bound.
+    counts: [u64; BUCKETS.len() + 1],
+    sum: f64,
+    count: u64,
+}
+
+impl Metrics {
+    pub fn new(probes: &[ProbeSpec]) -> Metrics {
+        let metrics = Metrics {
+            state: Mutex::default(),
+            drops: Drops::default(),
+        };
+        metrics.set_probes(probes);
+        metrics
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Plain counters: consistent after any panic of an updater.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes the series follow a (re)loaded config: a removed probe's
+    /// series go away, a changed probe's start again, unchanged ones keep
+    /// their counters.
+    pub fn set_probes(&self, probes: &[ProbeSpec]) {
+        let mut state = self.state();
+        let mut old = std::mem::take(&mut state.probes);
+        for spec in probes {
+            let fresh = ProbeMetrics::new(spec);
+            let kept = old.remove(&spec.name).filter(|m| m.same_series(&fresh));
+            state
+                .probes
+                .insert(spec.name.clone(), kept.unwrap_or(fresh));
+        }
+    }
+
+    pub fn count_reload(&self, ok: bool) {
+        let mut state = self.state();
+        if ok {
+            state.reloads_ok += 1;
+        } else {
+            state.reloads_error += 1;
+        }
+    }
+
+    /// Takes one run's outcome. A probe no longer configured is ignored.
+    pub fn observe(&self, spec: &ProbeSpec, outcome: &Outcome) {
+        let value_ms = record::value(spec, outcome);
+        let health = record::health(spec, value_ms);
+        let mut state = self.state();
+        let Some(probe) = state.probes.get_mut(&spec.name) else {
+            return;
+        };
+        probe.runs[reason_index(outcome.reason)] += 1;
+        probe.health = HEALTH.iter().position(|h| *h == health).unwrap_or(3);
+        let latency = probe.interpretation != Interpretation::ConnectionSuccess;
+        let value_seconds = value_ms.filter(|_| latency).map(|ms| ms / 1000.0);
+        if let Some(seconds) = value_seconds {
+            probe.histogram.observe(seconds);
+        }
+        if outcome.meta.cert_not_after.is_some() {
+            probe.cert_not_after = outcome.meta.cert_not_after;
+        }
+        probe.last = Some(LastRun {
+            success: outcome.reason.is_none(),
+            value_seconds,
+            phases: phases(&outcome.timings),
+            started_unix: outcome
+                .started_at
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as f64 / 1000.0)
+                .unwrap_or(0.0),
+        });
+    }
+
+    /// The whole exposition, appended to `out`.
+    pub fn render(&self, out: &mut String) {
+        let state = self.state();
+        let probes = &state.probes;
+        // Writing to a String cannot fail; the results are ignored.
+        for family in Family::ALL {
+            let name = family.name();
+            let _ = write!(
+                out,
+                "# HELP {name} {}\n# TYPE {name} {}\n",
+                family.help(),
+                family.kind()
+            );
+            match family {
+                Family::Success => {
+                    for p in probes.values() {
+                        if let Some(last) = &p.last {
+                            sample(out, name, &p.labels, "", u8::from(last.success));
+                        }
+                    }
+                }
+                Family::Value => {
+                    for p in probes.values() {
+                        if let Some(v) = p.last.as_ref().and_then(|l| l.value_seconds) {
+                            sample(out, name, &p.labels, "", v);
+                        }
+                    }
+                }
+                Family::Phase => {
+                    for p in probes.values() {
+                        let Some(last) = &p.last else { continue };
+                        for (phase, took) in PHASES.iter().zip(last.phases) {
+                            if let Some(took) = took {
+                                let extra = format!(",phase=\"{phase}\"");
+                                sample(out, name, &p.labels, &extra, took.as_secs_f64());
+                            }
+                        }
+                    }
+                }
+                Family::Runs => {
+                    for p in probes.values() {
+                        for (i, runs) in p.runs.iter().enumerate() {
+                            let extra = format!(",reason=\"{}\"", reason_name(i));
+                            sample(out, name, &p.labels, &extra, runs);
+                        }
+                    }
+                }
+                Family::Health => {
+                    for p in probes.values() {
+                        for (i, health) in HEALTH.iter().enumerate() {
+                            let extra = format!(",health=\"{health}\"");
+                            sample(out, name, &p.labels, &extra, u8::from(i == p.health));
+                        }
+                    }
+                }
+                Family::Latency => {
+                    for p in probes.values() {
+                        if p.interpretation != Interpretation::ConnectionSuccess {
+                            p.histogram.render(out, name, &p.labels);
+                        }
+                    }
+                }
+                Family::LastRun => {
+                    for p in probes.values() {
+                        if let Some(last) = &p.last {
+                            sample(out, name, &p.labels, "", last.started_unix);
+                        }
+                    }
+                }
+                Family::Interval => {
+                    for p in probes.values() {
+                        sample(out, name, &p.labels, "", p.interval.as_secs_f64());
+                    }
+                }
+                Family::UnhealthyAbove => {
+                    for p in probes.values() {
+                        if let Some(ms) = p.unhealthy_above_ms {
+                            sample(out, name, &p.labels, "", ms / 1000.0);
+                        }
+                    }
+                }
+                Family::CertNotAfter => {
+                    for p in probes.values() {
+                        if let Some(t) = p.cert_not_after {
+                            sample(out, name, &p.labels, "", t);
+                        }
+                    }
+                }
+                Family::BuildInfo => {
+                    let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
+                    sample(out, name, &version, "", 1);
+                }
+                Family::Reloads => {
+                    sample(out, name, "result=\"ok\"", "", state.reloads_ok);
+                    sample(out, name, "result=\"error\"", "", state.reloads_error);
+                }
+                Family::Dropped => {
+                    let _ = writeln!(out, "{name} {}", self.drops.count());
+                }
+            }
+        }
+    }
+}
+
+impl ProbeMetrics {
+    fn new(spec: &ProbeSpec) -> ProbeMetrics {
+        let mut labels = String::new();
+        push_label(&mut labels, "probe", &spec.name);
+        for (key, value) in &spec.labels {
+            labels.push(',');
+            push_label(&mut labels, key, value);
+        }
+        ProbeMetrics {
+            labels,
+            interpretation: spec.interpretation,
+            interval: spec.interval,
+            unhealthy_above_ms: spec.thresholds.map(|t| t.unhealthy_above),
+            runs: [0; RUN_REASONS],
+            health: 3,
+            last: None,
+            histogram: Histogram::default(),
+            cert_not_after: None,
+        }
+    }
+
+    fn same_series(&self, other: &ProbeMetrics) -> bool {
+        self.labels == other.labels
+            && self.interpretation == other.interpretation
+            && self.interval == other.interval
+            && self.unhealthy_above_ms == other.unhealthy_above_ms
+    }
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        let slot = BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(BUCKETS.len());
+        self.counts[slot] += 1;
+        self.sum += seconds;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (bound, count) in BUCKETS.iter().zip(self.counts) {
+            cumulative += count;
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
+}
+
+fn phases(t: &Timings) -> [Option<Duration>; PHASES.len()] {
+    [t.dns, t.connect, t.tls, t.upgrade, t.open, t.rtt, t.total]
+}
+
+fn reason_index(reason: Option<Reason>) -> usize {
+    match reason {
+        None => 0,
+        Some(reason) => 1 + Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0),
+    }
+}
+
+fn reason_name(index: usize) -> &'static str {
+    match index.checked_sub(1) {
+        None => "none",
+        Some(i) => Reason::ALL[i].wire_name(),
+    }
+}
+
+/// One sample line: `name{labels extra} value`.
+fn sample(out: &mut String, name: &str, labels: &str, extra: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "{name}{{{labels}{extra}}} {value}");
+}
+
+/// `key="value"`, the value escaped as the text format requires.
+fn push_label(out: &mut String, key: &str, value: &str) {
+    out.push_str(key);
+    out.push_str("=\"");
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
