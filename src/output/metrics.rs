@@ -27,6 +27,12 @@ pub const BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// `BUCKETS` as the `le` label writes them, then `+Inf`: formatted once.
+const BUCKET_LABELS: [&str; 15] = [
+    "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5",
+    "10", "30", "+Inf",
+];
+
 /// The `health` label's values, in the record's words.
 const HEALTH: [&str; 4] = ["healthy", "degraded", "unhealthy", "unknown"];
 
@@ -277,14 +283,14 @@ impl Metrics {
                 Family::Success => {
                     for p in probes.values() {
                         if let Some(last) = &p.last {
-                            sample(out, name, &p.labels, "", u8::from(last.success));
+                            sample(out, name, &p.labels, None, u8::from(last.success));
                         }
                     }
                 }
                 Family::Value => {
                     for p in probes.values() {
                         if let Some(v) = p.last.as_ref().and_then(|l| l.value_seconds) {
-                            sample(out, name, &p.labels, "", v);
+                            sample(out, name, &p.labels, None, v);
                         }
                     }
                 }
@@ -293,8 +299,8 @@ impl Metrics {
                         let Some(last) = &p.last else { continue };
                         for (phase, took) in PHASES.iter().zip(last.phases) {
                             if let Some(took) = took {
-                                let extra = format!(",phase=\"{phase}\"");
-                                sample(out, name, &p.labels, &extra, took.as_secs_f64());
+                                let extra = Some(("phase", *phase));
+                                sample(out, name, &p.labels, extra, took.as_secs_f64());
                             }
                         }
                     }
@@ -302,16 +308,16 @@ impl Metrics {
                 Family::Runs => {
                     for p in probes.values() {
                         for (i, runs) in p.runs.iter().enumerate() {
-                            let extra = format!(",reason=\"{}\"", reason_name(i));
-                            sample(out, name, &p.labels, &extra, runs);
+                            let extra = Some(("reason", reason_name(i)));
+                            sample(out, name, &p.labels, extra, runs);
                         }
                     }
                 }
                 Family::Health => {
                     for p in probes.values() {
                         for (i, health) in HEALTH.iter().enumerate() {
-                            let extra = format!(",health=\"{health}\"");
-                            sample(out, name, &p.labels, &extra, u8::from(i == p.health));
+                            let extra = Some(("health", *health));
+                            sample(out, name, &p.labels, extra, u8::from(i == p.health));
                         }
                     }
                 }
@@ -325,36 +331,36 @@ impl Metrics {
                 Family::LastRun => {
                     for p in probes.values() {
                         if let Some(last) = &p.last {
-                            sample(out, name, &p.labels, "", last.started_unix);
+                            sample(out, name, &p.labels, None, last.started_unix);
                         }
                     }
                 }
                 Family::Interval => {
                     for p in probes.values() {
-                        sample(out, name, &p.labels, "", p.interval.as_secs_f64());
+                        sample(out, name, &p.labels, None, p.interval.as_secs_f64());
                     }
                 }
                 Family::UnhealthyAbove => {
                     for p in probes.values() {
                         if let Some(ms) = p.unhealthy_above_ms {
-                            sample(out, name, &p.labels, "", ms / 1000.0);
+                            sample(out, name, &p.labels, None, ms / 1000.0);
                         }
                     }
                 }
                 Family::CertNotAfter => {
                     for p in probes.values() {
                         if let Some(t) = p.cert_not_after {
-                            sample(out, name, &p.labels, "", t);
+                            sample(out, name, &p.labels, None, t);
                         }
                     }
                 }
                 Family::BuildInfo => {
                     let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
-                    sample(out, name, &version, "", 1);
+                    sample(out, name, &version, None, 1);
                 }
                 Family::Reloads => {
-                    sample(out, name, "result=\"ok\"", "", state.reloads_ok);
-                    sample(out, name, "result=\"error\"", "", state.reloads_error);
+                    sample(out, name, "result=\"ok\"", None, state.reloads_ok);
+                    sample(out, name, "result=\"error\"", None, state.reloads_error);
                 }
                 Family::Dropped => {
                     let _ = writeln!(out, "{name} {}", self.drops.count());
@@ -406,13 +412,15 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
-        for (bound, count) in BUCKETS.iter().zip(self.counts) {
+        for (le, count) in BUCKET_LABELS.iter().zip(self.counts) {
             cumulative += count;
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+            out.push_str(name);
+            sample(out, "_bucket", labels, Some(("le", le)), cumulative);
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+        out.push_str(name);
+        sample(out, "_sum", labels, None, self.sum);
+        out.push_str(name);
+        sample(out, "_count", labels, None, self.count);
     }
 }
 
@@ -434,9 +442,29 @@ fn reason_name(index: usize) -> &'static str {
     }
 }
 
-/// One sample line: `name{labels extra} value`.
-fn sample(out: &mut String, name: &str, labels: &str, extra: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(out, "{name}{{{labels}{extra}}} {value}");
+/// One sample line: `name{labels,key="value"} value`, built piece by
+/// piece (a scrape writes thousands of these; `write!` of the whole line
+/// costs twice as much).
+fn sample(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    extra: Option<(&str, &str)>,
+    value: impl std::fmt::Display,
+) {
+    out.push_str(name);
+    out.push('{');
+    out.push_str(labels);
+    if let Some((key, label)) = extra {
+        out.push(',');
+        out.push_str(key);
+        out.push_str("=\"");
+        out.push_str(label);
+        out.push('"');
+    }
+    out.push_str("} ");
+    let _ = write!(out, "{value}");
+    out.push('\n');
 }
 
 /// `key="value"`, the value escaped as the text format requires.
@@ -452,4 +480,78 @@ fn push_label(out: &mut String, key: &str, value: &str) {
         }
     }
     out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> ProbeSpec {
+        let text = format!(r#"{{"probes": [{json}]}}"#);
+        let mut loaded = crate::config::load_str(&text, &|_| None).expect("config");
+        loaded.probes.remove(0)
+    }
+
+    #[test]
+    fn bucket_labels_are_the_bounds_as_written() {
+        for (bound, label) in BUCKETS.iter().zip(BUCKET_LABELS) {
+            assert_eq!(bound.to_string(), label);
+        }
+        assert_eq!(BUCKET_LABELS[BUCKETS.len()], "+Inf");
+    }
+
+    #[test]
+    fn every_family_has_help_and_type_and_counters_start_at_zero() {
+        let probe = spec(
+            r#"{"name": "edge", "url": "ws://127.0.0.1:9/", "labels": {"note": "a \"b\" \\ c\nd"}}"#,
+        );
+        let metrics = Metrics::new(std::slice::from_ref(&probe));
+        let mut text = String::new();
+        metrics.render(&mut text);
+        for family in Family::ALL {
+            let name = family.name();
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}");
+            assert!(text.contains(&format!("# TYPE {name} {}\n", family.kind())));
+        }
+        let labels = r#"probe="edge",note="a \"b\" \\ c\nd""#;
+        for reason in ["none", "ws_open_failed", "ws_reply_mismatch"] {
+            let line = format!("wsprobe_probe_runs_total{{{labels},reason=\"{reason}\"}} 0\n");
+            assert!(text.contains(&line), "{line}\n{text}");
+        }
+        assert!(text.contains(&format!(
+            "wsprobe_probe_health{{{labels},health=\"unknown\"}} 1\n"
+        )));
+        // Nothing about a run before the first one.
+        assert!(!text.contains("wsprobe_probe_success{"));
+    }
+
+    #[test]
+    fn a_run_sets_the_gauges_and_lands_in_one_bucket() {
+        let probe = spec(r#"{"name": "edge", "url": "ws://127.0.0.1:9/"}"#);
+        let metrics = Metrics::new(std::slice::from_ref(&probe));
+        let mut outcome = Outcome::begin();
+        outcome.opened = true;
+        outcome.timings.open = Some(Duration::from_millis(42));
+        outcome.timings.connect = Some(Duration::from_millis(2));
+        metrics.observe(&probe, &outcome);
+        let mut text = String::new();
+        metrics.render(&mut text);
+        let l = r#"probe="edge""#;
+        for line in [
+            format!("wsprobe_probe_success{{{l}}} 1\n"),
+            format!("wsprobe_probe_value_seconds{{{l}}} 0.042\n"),
+            format!("wsprobe_probe_phase_seconds{{{l},phase=\"connect\"}} 0.002\n"),
+            format!("wsprobe_probe_latency_seconds_bucket{{{l},le=\"0.025\"}} 0\n"),
+            format!("wsprobe_probe_latency_seconds_bucket{{{l},le=\"0.05\"}} 1\n"),
+            format!("wsprobe_probe_latency_seconds_bucket{{{l},le=\"+Inf\"}} 1\n"),
+            format!("wsprobe_probe_health{{{l},health=\"healthy\"}} 1\n"),
+        ] {
+            assert!(text.contains(&line), "{line}\n{text}");
+        }
+        // A reload without the probe removes its series.
+        metrics.set_probes(&[]);
+        text.clear();
+        metrics.render(&mut text);
+        assert!(!text.contains("probe=\"edge\""), "{text}");
+    }
 }
