@@ -189,16 +189,14 @@ pub fn run(config_path: &Path, config: Config, signals: Signals) -> Exit {
                 let Some(config) = reloaded else { continue };
                 // Reopen even when unchanged: logrotate has moved the file away.
                 let _ = reopen_tx.send(output.clone());
-                if config != prometheus {
-                    if config.textfile != prometheus.textfile {
-                        let _ = textfile_tx.send(textfile::Control::Path(config.textfile.clone()));
-                    }
-                    listener = relisten(listener, config.listen.as_deref(), &metrics);
-                    prometheus = config;
+                // The file is rewritten at once for the new set of probes.
+                if config.textfile != prometheus.textfile {
+                    let _ = textfile_tx.send(textfile::Control::Path(config.textfile.clone()));
                 } else {
-                    // The file is rewritten for the new set of probes.
                     let _ = feed.changed.try_send(());
                 }
+                listener = relisten(listener, config.listen.as_deref(), &metrics);
+                prometheus = config;
             }
             Err(_) => break Exit::Failed("the signal thread stopped".into()),
         }

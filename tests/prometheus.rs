@@ -522,3 +522,30 @@ fn a_reload_rewrites_the_file_for_the_new_probes_and_rebinds_a_changed_address()
         TcpStream::connect(&old_addr).is_err().then_some(())
     });
 }
+
+#[test]
+fn an_address_that_cannot_be_bound_at_start_stops_the_agent_with_exit_2() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = TempDir::new("wsprobe-prom");
+    let cfg = config(
+        &dir,
+        json!({"prometheus_listen": addr}),
+        json!([{"name": "a", "url": "ws://127.0.0.1:9/", "interval_ms": 1000}]),
+    );
+    let out = wsprobe()
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run wsprobe");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "output.prometheus_listen: cannot listen on {addr}"
+        )),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
