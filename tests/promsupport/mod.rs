@@ -11,11 +11,11 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{skip_or_fail, wsprobe};
+use crate::support::{skip_or_fail, wait_line, wsprobe};
 
 /// Bound on waits for something the agent or a tool announces.
 pub const READY_WAIT: Duration = Duration::from_secs(20);
@@ -71,30 +71,14 @@ impl Agent {
 
     /// Waits for a stderr line from index `from` on that `pick` accepts.
     pub fn wait_log(&mut self, from: usize, what: &str, pick: impl Fn(&str) -> bool) -> String {
-        if let Some(line) = self.log.iter().skip(from).find(|l| pick(l)) {
-            return line.clone();
-        }
-        let deadline = Instant::now() + READY_WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push(line.clone());
-                    if pick(&line) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "no stderr line {what} within {READY_WAIT:?}; stderr:\n{}",
-                    self.log.join("\n")
-                ),
-                Err(RecvTimeoutError::Disconnected) => panic!(
-                    "the agent exited ({:?}) before a line {what}; stderr:\n{}",
-                    self.child.try_wait(),
-                    self.log.join("\n")
-                ),
-            }
-        }
+        let child = &mut self.child;
+        wait_line(
+            &self.stderr,
+            &mut self.log,
+            (from, what, READY_WAIT),
+            pick,
+            || format!("{:?}", child.try_wait()),
+        )
     }
 
     /// The `/metrics` address announced from stderr line `from` on.
