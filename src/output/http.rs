@@ -30,6 +30,9 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// The text exposition format, version 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// The short answers: errors and the 404.
+const PLAIN: &str = "text/plain; charset=utf-8";
+
 /// A bound listener and its thread; dropping it stops the thread.
 pub struct Listener {
     /// As configured (`host:port`), to tell whether a reload changed it.
@@ -110,7 +113,7 @@ fn answer(stream: &mut TcpStream, metrics: &Metrics, body: &mut String) {
             return respond(
                 stream,
                 "431 Request Header Fields Too Large",
-                "text/plain; charset=utf-8",
+                PLAIN,
                 b"request too large\n",
                 true,
             )
@@ -121,23 +124,11 @@ fn answer(stream: &mut TcpStream, metrics: &Metrics, body: &mut String) {
     let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let version_ok = words.next().is_some_and(|v| v.starts_with("HTTP/1."));
     if !version_ok {
-        return respond(
-            stream,
-            "400 Bad Request",
-            "text/plain; charset=utf-8",
-            b"bad request\n",
-            true,
-        );
+        return respond(stream, "400 Bad Request", PLAIN, b"bad request\n", true);
     }
     let with_body = method != "HEAD";
     if method != "GET" && method != "HEAD" {
-        return respond(
-            stream,
-            "405 Method Not Allowed",
-            "text/plain; charset=utf-8",
-            b"GET only\n",
-            true,
-        );
+        return respond(stream, "405 Method Not Allowed", PLAIN, b"GET only\n", true);
     }
     let path = target.split('?').next().unwrap_or("");
     match path {
@@ -156,7 +147,7 @@ fn answer(stream: &mut TcpStream, metrics: &Metrics, body: &mut String) {
         _ => respond(
             stream,
             "404 Not Found",
-            "text/plain; charset=utf-8",
+            PLAIN,
             b"not found; try /metrics\n",
             with_body,
         ),
