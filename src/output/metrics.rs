@@ -183,9 +183,10 @@ struct ProbeMetrics {
 
 struct LastRun {
     success: bool,
-    value_seconds: Option<f64>,
+    value: Option<Duration>,
     phases: [Option<Duration>; PHASES.len()],
-    started_unix: f64,
+    /// Since the epoch, to the millisecond, as the record's `ts`.
+    started_unix: Duration,
 }
 
 #[derive(Default)]
@@ -193,7 +194,7 @@ struct Histogram {
     /// Not cumulative: `counts[i]` runs fell in (BUCKETS[i-1], BUCKETS[i]];
     /// the last slot holds those above the largest bound.
     counts: [u64; BUCKETS.len() + 1],
-    sum: f64,
+    sum: Duration,
     count: u64,
 }
 
@@ -247,22 +248,22 @@ impl Metrics {
         probe.runs[reason_index(outcome.reason)] += 1;
         probe.health = HEALTH.iter().position(|h| *h == health).unwrap_or(3);
         let latency = probe.interpretation != Interpretation::ConnectionSuccess;
-        let value_seconds = value_ms.filter(|_| latency).map(|ms| ms / 1000.0);
-        if let Some(seconds) = value_seconds {
-            probe.histogram.observe(seconds);
+        let value = value_ms.filter(|_| latency).map(from_millis);
+        if let Some(value) = value {
+            probe.histogram.observe(value);
         }
         if outcome.meta.cert_not_after.is_some() {
             probe.cert_not_after = outcome.meta.cert_not_after;
         }
         probe.last = Some(LastRun {
             success: outcome.reason.is_none(),
-            value_seconds,
+            value,
             phases: phases(&outcome.timings),
             started_unix: outcome
                 .started_at
                 .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as f64 / 1000.0)
-                .unwrap_or(0.0),
+                .map(|d| d - Duration::from_nanos(u64::from(d.subsec_nanos() % 1_000_000)))
+                .unwrap_or_default(),
         });
     }
 
@@ -289,8 +290,8 @@ impl Metrics {
                 }
                 Family::Value => {
                     for p in probes.values() {
-                        if let Some(v) = p.last.as_ref().and_then(|l| l.value_seconds) {
-                            sample(out, name, &p.labels, None, v);
+                        if let Some(v) = p.last.as_ref().and_then(|l| l.value) {
+                            sample(out, name, &p.labels, None, Seconds(v));
                         }
                     }
                 }
@@ -300,7 +301,7 @@ impl Metrics {
                         for (phase, took) in PHASES.iter().zip(last.phases) {
                             if let Some(took) = took {
                                 let extra = Some(("phase", *phase));
-                                sample(out, name, &p.labels, extra, took.as_secs_f64());
+                                sample(out, name, &p.labels, extra, Seconds(took));
                             }
                         }
                     }
@@ -331,19 +332,19 @@ impl Metrics {
                 Family::LastRun => {
                     for p in probes.values() {
                         if let Some(last) = &p.last {
-                            sample(out, name, &p.labels, None, last.started_unix);
+                            sample(out, name, &p.labels, None, Seconds(last.started_unix));
                         }
                     }
                 }
                 Family::Interval => {
                     for p in probes.values() {
-                        sample(out, name, &p.labels, None, p.interval.as_secs_f64());
+                        sample(out, name, &p.labels, None, Seconds(p.interval));
                     }
                 }
                 Family::UnhealthyAbove => {
                     for p in probes.values() {
                         if let Some(ms) = p.unhealthy_above_ms {
-                            sample(out, name, &p.labels, None, ms / 1000.0);
+                            sample(out, name, &p.labels, None, Seconds(from_millis(ms)));
                         }
                     }
                 }
@@ -400,13 +401,14 @@ impl ProbeMetrics {
 }
 
 impl Histogram {
-    fn observe(&mut self, seconds: f64) {
+    fn observe(&mut self, value: Duration) {
+        let seconds = value.as_secs_f64();
         let slot = BUCKETS
             .iter()
             .position(|bound| seconds <= *bound)
             .unwrap_or(BUCKETS.len());
         self.counts[slot] += 1;
-        self.sum += seconds;
+        self.sum = self.sum.saturating_add(value);
         self.count += 1;
     }
 
@@ -418,10 +420,35 @@ impl Histogram {
             sample(out, "_bucket", labels, Some(("le", le)), cumulative);
         }
         out.push_str(name);
-        sample(out, "_sum", labels, None, self.sum);
+        sample(out, "_sum", labels, None, Seconds(self.sum));
         out.push_str(name);
         sample(out, "_count", labels, None, self.count);
     }
+}
+
+/// A duration in seconds, written with integer arithmetic only: exact, and
+/// without the float formatting code in the binary (the aarch64 budget).
+struct Seconds(Duration);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.as_secs())?;
+        let (mut nanos, mut width) = (self.0.subsec_nanos(), 9);
+        if nanos == 0 {
+            return Ok(());
+        }
+        while nanos % 10 == 0 {
+            nanos /= 10;
+            width -= 1;
+        }
+        write!(f, ".{nanos:0width$}")
+    }
+}
+
+/// Milliseconds as the record writes them (to the microsecond) to a
+/// `Duration`.
+fn from_millis(ms: f64) -> Duration {
+    Duration::from_nanos((ms * 1e6).round() as u64)
 }
 
 fn phases(t: &Timings) -> [Option<Duration>; PHASES.len()] {
@@ -490,6 +517,20 @@ mod tests {
         let text = format!(r#"{{"probes": [{json}]}}"#);
         let mut loaded = crate::config::load_str(&text, &|_| None).expect("config");
         loaded.probes.remove(0)
+    }
+
+    #[test]
+    fn seconds_are_written_exactly_without_trailing_zeros() {
+        let cases = [
+            (Duration::ZERO, "0"),
+            (Duration::from_millis(42), "0.042"),
+            (Duration::from_nanos(1_000_000_001), "1.000000001"),
+            (Duration::from_millis(1_796_248_369_828), "1796248369.828"),
+            (from_millis(0.5), "0.0005"),
+        ];
+        for (duration, text) in cases {
+            assert_eq!(Seconds(duration).to_string(), text);
+        }
     }
 
     #[test]
