@@ -19,7 +19,7 @@ use crossbeam_channel::{select, Receiver};
 use crate::config::Output;
 use crate::say;
 
-/// The writer reports dropped records at most this often.
+/// Dropped records are reported at most this often.
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(60);
 
 /// A closed stdout: nobody is reading, so the agent should stop.
