@@ -13,8 +13,6 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use memchr::memmem;
-
 use super::metrics::Metrics;
 use crate::say;
 
@@ -177,7 +175,7 @@ fn read_head(stream: &mut TcpStream, deadline: Instant) -> Result<String, Refuse
             Ok(n) => n,
         };
         head.extend_from_slice(&buf[..n]);
-        let end = memmem::find(&head, b"\r\n\r\n").or_else(|| memmem::find(&head, b"\n\n"));
+        let end = find(&head, b"\r\n\r\n").or_else(|| find(&head, b"\n\n"));
         if let Some(end) = end {
             let line = head[..end].split(|b| *b == b'\n').next().unwrap_or(&[]);
             let line = String::from_utf8_lossy(line)
@@ -189,6 +187,12 @@ fn read_head(stream: &mut TcpStream, deadline: Instant) -> Result<String, Refuse
             return Err(Refused::TooLarge);
         }
     }
+}
+
+/// A naive search: the head is at most 8 KiB, and memchr's searcher
+/// would cost more flash than this costs time.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &[u8], with_body: bool) {
