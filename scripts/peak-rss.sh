@@ -66,45 +66,11 @@ if ((with_musl)); then
     fi
 fi
 
-# --- certificates: a P-256 CA and a leaf for IP 127.0.0.1 ------------------
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj /CN=wsprobe-rss-ca -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -subj /CN=127.0.0.1 -keyout "$work/leaf.key" -out "$work/leaf.csr" 2>/dev/null
-printf '%s\n' 'subjectAltName=IP:127.0.0.1' 'basicConstraints=CA:FALSE' \
-    'keyUsage=digitalSignature' 'extendedKeyUsage=serverAuth' >"$work/leaf.ext"
-openssl x509 -req -in "$work/leaf.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
-    -CAcreateserial -days 2 -extfile "$work/leaf.ext" -out "$work/leaf.pem" 2>/dev/null
-
-# --- the server: echoes every message; prints its port when it listens ----
-read -r -d '' server_py <<'PY' || true
-import asyncio, ssl, sys
-from websockets.asyncio.server import serve
-
-async def echo(websocket):
-    async for message in websocket:
-        await websocket.send(message)
-
-async def main(cert, key):
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    async with serve(echo, "127.0.0.1", 0, ssl=context) as server:
-        print(server.sockets[0].getsockname()[1], flush=True)
-        await server.serve_forever()
-
-asyncio.run(main(sys.argv[1], sys.argv[2]))
-PY
-"$python" -c "$server_py" "$work/leaf.pem" "$work/leaf.key" \
-    >"$work/port" 2>"$work/server.log" </dev/null &
-server_pid=$!
-port=
-for _ in $(seq 100); do
-    read -r port <"$work/port" 2>/dev/null || true
-    [[ -n $port ]] && break
-    kill -0 "$server_pid" 2>/dev/null || die "the server exited: $(cat "$work/server.log")"
-    sleep 0.1
-done
-[[ $port =~ ^[0-9]+$ ]] || die "the server printed no port within 10 s: $(cat "$work/server.log")"
+# --- certificates and the wss:// echo server (scripts/wss-echo.sh) ---------
+# shellcheck source=scripts/wss-echo.sh
+. scripts/wss-echo.sh
+wss_echo_certs "$work"
+wss_echo_start "$python" "$work"
 
 cat >"$work/config.json" <<EOF
 {

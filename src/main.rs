@@ -13,9 +13,9 @@ use signal_hook::iterator::Signals;
 use wsprobe::cli::{self, AdHoc, Command};
 use wsprobe::config::{self, Config, ConfigError};
 use wsprobe::outcome::Outcome;
+use wsprobe::output::ndjson::Sink;
 use wsprobe::record::Record;
 use wsprobe::schedule::PROBE_STACK;
-use wsprobe::writer::Sink;
 use wsprobe::{human, once, probe, reflect, say, schedule};
 
 /// Success, or every record without a reason.
@@ -141,7 +141,12 @@ fn once_command(loaded: Config, names: &[String]) -> u8 {
         }
         probes.retain(|p| names.contains(&p.name));
     }
-    let mut sink = Sink::open(&loaded.output);
+    // `once` is for reading records: with `"ndjson": null` they go to stdout.
+    let output = match loaded.output {
+        config::Output::Discard => config::Output::Stdout,
+        output => output,
+    };
+    let mut sink = Sink::open(&output);
     if let Err(e) = sink.reopen() {
         say!("cannot open {}: {e}", sink.describe());
         return EXIT_USAGE;

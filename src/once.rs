@@ -2,12 +2,12 @@
 
 use std::thread;
 
+use crate::output::ndjson::{Sink, StdoutClosed};
 use crate::probe;
 use crate::record::Record;
 use crate::say;
 use crate::schedule::PROBE_STACK;
 use crate::spec::ProbeSpec;
-use crate::writer::{Sink, StdoutClosed};
 
 /// Runs the probes and writes each record as it completes. Returns whether
 /// any record has a reason.

@@ -93,6 +93,9 @@ pub struct Meta {
     pub close_clean: Option<bool>,
     pub phase: Option<Phase>,
     pub error: Option<String>,
+    /// The earliest notAfter (Unix seconds) in the chain the server sent;
+    /// for the metrics, not in the record.
+    pub cert_not_after: Option<u64>,
 }
 
 /// A run that went wrong: the reason, where, and the raw detail.

@@ -1,15 +1,19 @@
-//! `wsprobe run`: one thread per probe at a fixed rate, one writer thread,
-//! and the signals that stop or reload them.
+//! `wsprobe run`: one thread per probe at a fixed rate, the outputs'
+//! threads, and the signals that stop or reload them.
 //!
 //! ```text
-//! probe threads --(bounded channel of lines)--> writer thread --> output
-//!        ^                                          |
-//!        | stop (dropped sender)                    | stdout closed
+//! probe threads --(bounded queue, try_send)--> writer thread --> NDJSON
+//!    |   ^      \--> metrics state <-- textfile thread, /metrics thread
+//!    |   | stop (dropped sender)                    | stdout closed
 //! main thread <--(control channel)-- signal thread  v
 //! ```
+//!
+//! A probe thread never waits for an output: a line the writer's queue
+//! cannot take is dropped and counted, and the metrics go on.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,12 +22,14 @@ use crossbeam_channel::{select, Receiver, Sender};
 use ring::rand::{SecureRandom, SystemRandom};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-use crate::config::{self, Config, Output};
+use crate::config::{self, Config, Output, Prometheus};
+use crate::output::http::Listener;
+use crate::output::metrics::Metrics;
+use crate::output::ndjson::{self, Sink, Writing};
+use crate::output::{textfile, Feed};
 use crate::probe;
-use crate::record::Record;
 use crate::say;
 use crate::spec::ProbeSpec;
-use crate::writer::Sink;
 
 /// Stack for a probe thread. The deepest run, a `wss://` handshake plus
 /// the record, was measured to need 33 KiB in a release build (27 KiB with
@@ -39,11 +45,8 @@ const MAX_START_SPREAD: Duration = Duration::from_secs(5);
 /// It keeps its tick's deadline, so it has at most this much less time.
 pub const TICK_GRACE: Duration = Duration::from_millis(20);
 
-/// Lines waiting for the writer before probe threads wait for it.
+/// Lines waiting for the writer; past this, new lines are dropped.
 const LINE_QUEUE: usize = 1024;
-
-/// The writer reports dropped records at most this often.
-const DROP_REPORT_EVERY: Duration = Duration::from_secs(60);
 
 /// After SIGTERM the writer gets this long to flush what is queued.
 const SHUTDOWN_FLUSH: Duration = Duration::from_millis(800);
@@ -62,11 +65,6 @@ enum Control {
     Stop(&'static str),
     Reload,
     StdoutClosed(String),
-}
-
-enum ToWriter {
-    Line(String),
-    Reopen(Output),
 }
 
 /// A running probe thread. Nothing is ever sent on `_stop`: dropping it
@@ -94,6 +92,28 @@ pub fn run(config_path: &Path, config: Config, signals: Signals) -> Exit {
     if let Err(e) = forward_signals(signals, control_tx.clone()) {
         return Exit::Failed(format!("cannot start the signal thread: {e}"));
     }
+    let metrics = Arc::new(Metrics::new(&config.probes));
+    let mut listener = match &config.prometheus.listen {
+        Some(addr) => match Listener::start(addr, metrics.clone()) {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                return Exit::Failed(format!(
+                    "output.prometheus_listen: cannot listen on {addr}: {e}"
+                ))
+            }
+        },
+        None => None,
+    };
+    let (changed_tx, changed_rx) = crossbeam_channel::bounded(1);
+    let (textfile_tx, textfile_rx) = crossbeam_channel::unbounded();
+    if let Err(e) = textfile::spawn(
+        config.prometheus.textfile.clone(),
+        metrics.clone(),
+        changed_rx,
+        textfile_rx,
+    ) {
+        return Exit::Failed(format!("cannot start the textfile thread: {e}"));
+    }
 
     let mut sink = Sink::open(&config.output);
     // A directory that appears later (a log volume mounted after boot) must
@@ -105,14 +125,27 @@ pub fn run(config_path: &Path, config: Config, signals: Signals) -> Exit {
         ));
     }
     let (line_tx, line_rx) = crossbeam_channel::bounded(LINE_QUEUE);
+    // Kept to count, at the stop, the lines a stuck writer never took.
+    let queued = line_rx.clone();
     let (writer_stop_tx, writer_stop_rx) = crossbeam_channel::bounded(1);
+    let (reopen_tx, reopen_rx) = crossbeam_channel::unbounded();
     // The writer drops `writer_done_tx` when it returns: that is the signal.
     let (writer_done_tx, writer_done_rx) = crossbeam_channel::bounded::<()>(0);
+    let writing = Arc::new(Writing::default());
+    let (writer_metrics, writer_state) = (metrics.clone(), writing.clone());
     let spawned = thread::Builder::new()
         .name("wsprobe-writer".into())
         .spawn(move || {
             let _done = writer_done_tx;
-            write_lines(sink, line_rx, writer_stop_rx, control_tx)
+            let inputs = ndjson::Inputs {
+                lines: line_rx,
+                reopen: reopen_rx,
+                stop: writer_stop_rx,
+            };
+            let written = ndjson::write_lines(sink, inputs, &writer_metrics.drops, &writer_state);
+            if let Err(closed) = written {
+                let _ = control_tx.send(Control::StdoutClosed(closed.0.to_string()));
+            }
         });
     if let Err(e) = spawned {
         return Exit::Failed(format!("cannot start the writer thread: {e}"));
@@ -124,9 +157,15 @@ pub fn run(config_path: &Path, config: Config, signals: Signals) -> Exit {
         names(&config.probes),
         describe_output(&config.output)
     ));
+    let feed = Feed {
+        lines: line_tx,
+        metrics: metrics.clone(),
+        changed: changed_tx,
+    };
     let mut workers: HashMap<String, Worker> = HashMap::new();
     let mut output = config.output.clone();
-    apply(&mut workers, config.probes, &line_tx);
+    let mut prometheus = config.prometheus.clone();
+    apply(&mut workers, config.probes, &feed);
 
     let exit = loop {
         let control = select! {
@@ -145,17 +184,73 @@ pub fn run(config_path: &Path, config: Config, signals: Signals) -> Exit {
                 break Exit::Signalled;
             }
             Ok(Control::StdoutClosed(e)) => break Exit::StdoutClosed(e),
-            Ok(Control::Reload) => reload(config_path, &mut workers, &mut output, &line_tx),
+            Ok(Control::Reload) => {
+                let reloaded = reload(config_path, &mut workers, &mut output, &feed);
+                let Some(config) = reloaded else { continue };
+                // Reopen even when unchanged: logrotate has moved the file away.
+                let _ = reopen_tx.send(output.clone());
+                // The file is rewritten at once for the new set of probes.
+                if config.textfile != prometheus.textfile {
+                    let _ = textfile_tx.send(textfile::Control::Path(config.textfile.clone()));
+                } else {
+                    let _ = feed.changed.try_send(());
+                }
+                listener = relisten(listener, config.listen.as_deref(), &metrics);
+                prometheus = config;
+            }
             Err(_) => break Exit::Failed("the signal thread stopped".into()),
         }
     };
 
     // In-flight runs are abandoned: their threads are not waited for, and
-    // what they send after this is never written. Completed lines are.
+    // what they send after this is never written. Completed lines are,
+    // unless the writer is stuck (nobody reads the pipe): those are
+    // counted as dropped, never written in part.
     drop(workers);
+    drop(listener);
+    let _ = textfile_tx.send(textfile::Control::Stop);
     let _ = writer_stop_tx.send(());
-    let _ = writer_done_rx.recv_timeout(SHUTDOWN_FLUSH);
+    if writer_done_rx.recv_timeout(SHUTDOWN_FLUSH).is_err() {
+        let stuck =
+            queued.try_iter().count() as u64 + u64::from(writing.busy.load(Ordering::Acquire));
+        if stuck > 0 {
+            metrics.drops.add(stuck, "stopping with the output stalled");
+        }
+    }
+    let dropped = metrics.drops.count();
+    if dropped > 0 {
+        log(&format!("{dropped} record(s) were dropped in all"));
+    }
     exit
+}
+
+/// Rebinds the `/metrics` listener when a reload changed its address
+/// (or removed it). The old one is closed first, as the new address may
+/// share its port; one that cannot be bound is logged, and there is no
+/// listener until a reload brings a good one.
+fn relisten(
+    listener: Option<Listener>,
+    wanted: Option<&str>,
+    metrics: &Arc<Metrics>,
+) -> Option<Listener> {
+    if listener.as_ref().map(|l| l.configured.as_str()) == wanted {
+        return listener;
+    }
+    let Some(addr) = wanted else {
+        log("reload: no /metrics listener any more");
+        return None;
+    };
+    // The old one goes first: the new address may share its port.
+    drop(listener);
+    match Listener::start(addr, metrics.clone()) {
+        Ok(listener) => Some(listener),
+        Err(e) => {
+            log(&format!(
+                "reload: output.prometheus_listen: cannot listen on {addr}: {e}"
+            ));
+            None
+        }
+    }
 }
 
 fn forward_signals(Signals(mut signals): Signals, control: Sender<Control>) -> std::io::Result<()> {
@@ -178,15 +273,17 @@ fn forward_signals(Signals(mut signals): Signals, control: Sender<Control>) -> s
 }
 
 /// SIGHUP: re-read the config; keep the old one if the new one is invalid.
+/// Returns the new Prometheus outputs, for the caller to apply.
 fn reload(
     path: &Path,
     workers: &mut HashMap<String, Worker>,
     output: &mut Output,
-    lines: &Sender<ToWriter>,
-) {
+    feed: &Feed,
+) -> Option<Prometheus> {
     let config = match config::load_file(path, &config::process_env) {
         Ok(config) => config,
         Err(errors) => {
+            feed.metrics.count_reload(false);
             for error in &errors {
                 log(&format!("reload: {}: {error}", path.display()));
             }
@@ -194,13 +291,15 @@ fn reload(
                 "reload: {} problem(s); still running the previous config",
                 errors.len()
             ));
-            return;
+            return None;
         }
     };
+    feed.metrics.count_reload(true);
+    feed.metrics.set_probes(&config.probes);
     for warning in &config.warnings {
         log(&format!("reload: warning: {warning}"));
     }
-    let (started, stopped, restarted) = apply(workers, config.probes, lines);
+    let (started, stopped, restarted) = apply(workers, config.probes, feed);
     if config.output != *output {
         log(&format!(
             "reload: records now go to {}",
@@ -208,12 +307,11 @@ fn reload(
         ));
         *output = config.output.clone();
     }
-    // Reopen even when unchanged: logrotate has moved the file away.
-    let _ = lines.send(ToWriter::Reopen(config.output));
     log(&format!(
         "reload: {} probe(s); {started} started, {stopped} stopped, {restarted} restarted",
         workers.len()
     ));
+    Some(config.prometheus)
 }
 
 /// Makes `workers` run exactly `probes`: unchanged probes keep their thread
@@ -221,7 +319,7 @@ fn reload(
 fn apply(
     workers: &mut HashMap<String, Worker>,
     probes: Vec<ProbeSpec>,
-    lines: &Sender<ToWriter>,
+    feed: &Feed,
 ) -> (usize, usize, usize) {
     let (mut started, mut restarted) = (0, 0);
     let wanted: Vec<String> = probes.iter().map(|p| p.name.clone()).collect();
@@ -235,7 +333,7 @@ fn apply(
             None => started += 1,
         }
         let spec = Arc::new(spec);
-        match start_worker(spec.clone(), lines.clone()) {
+        match start_worker(spec.clone(), feed.clone()) {
             Ok(stop) => {
                 workers.insert(spec.name.clone(), Worker { spec, _stop: stop });
             }
@@ -245,17 +343,17 @@ fn apply(
     (started, stopped, restarted)
 }
 
-fn start_worker(spec: Arc<ProbeSpec>, lines: Sender<ToWriter>) -> std::io::Result<Sender<()>> {
+fn start_worker(spec: Arc<ProbeSpec>, feed: Feed) -> std::io::Result<Sender<()>> {
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
     thread::Builder::new()
         .name(spec.name.clone())
         .stack_size(PROBE_STACK)
-        .spawn(move || probe_loop(&spec, &stop_rx, &lines))?;
+        .spawn(move || probe_loop(&spec, &stop_rx, &feed))?;
     Ok(stop_tx)
 }
 
 /// One probe's life: a random first start, then runs at a fixed rate.
-fn probe_loop(spec: &ProbeSpec, stop: &Receiver<()>, lines: &Sender<ToWriter>) {
+fn probe_loop(spec: &ProbeSpec, stop: &Receiver<()>, feed: &Feed) {
     let spread = spec.interval.min(MAX_START_SPREAD);
     let mut next = Instant::now() + random_below(spread, &spec.name);
     loop {
@@ -277,8 +375,7 @@ fn probe_loop(spec: &ProbeSpec, stop: &Receiver<()>, lines: &Sender<ToWriter>) {
         if let Err(crossbeam_channel::TryRecvError::Disconnected) = stop.try_recv() {
             return;
         }
-        let line = Record::new(spec, &outcome).to_line();
-        if lines.send(ToWriter::Line(line)).is_err() {
+        if !feed.deliver(spec, &outcome) {
             return;
         }
         // Sleeping until the next tick needs none of the run's deep stack.
@@ -300,81 +397,6 @@ pub fn next_tick(previous: Instant, interval: Duration, now: Instant) -> Instant
     let behind = now.duration_since(next).as_nanos();
     let missed = behind / interval.as_nanos().max(1) + 1;
     next + interval * u32::try_from(missed).unwrap_or(u32::MAX)
-}
-
-/// The writer thread: one write per line, flushed at once.
-fn write_lines(
-    mut sink: Sink,
-    lines: Receiver<ToWriter>,
-    stop: Receiver<()>,
-    control: Sender<Control>,
-) {
-    let mut last_report: Option<Instant> = None;
-    // True between a failed write and the next one that works.
-    let mut failing = false;
-    let mut handle = |message: ToWriter, sink: &mut Sink| -> bool {
-        match message {
-            ToWriter::Line(line) => match sink.write_line(&line) {
-                Ok(Ok(())) => {
-                    if std::mem::take(&mut failing) {
-                        log(&format!(
-                            "writing records to {} again; {} record(s) dropped so far",
-                            sink.describe(),
-                            sink.dropped
-                        ));
-                    }
-                }
-                Ok(Err(e)) => {
-                    failing = true;
-                    let due = last_report.is_none_or(|t| t.elapsed() >= DROP_REPORT_EVERY);
-                    if due {
-                        log(&format!(
-                            "cannot write records to {}: {e}; {} record(s) dropped so far",
-                            sink.describe(),
-                            sink.dropped
-                        ));
-                        last_report = Some(Instant::now());
-                    }
-                }
-                Err(closed) => {
-                    let _ = control.send(Control::StdoutClosed(closed.0.to_string()));
-                    return false;
-                }
-            },
-            ToWriter::Reopen(output) => {
-                let dropped = sink.dropped;
-                *sink = Sink::open(&output);
-                sink.dropped = dropped;
-                if let Err(e) = sink.reopen() {
-                    log(&format!(
-                        "cannot open {}: {e}; will retry at each record",
-                        sink.describe()
-                    ));
-                }
-            }
-        }
-        true
-    };
-    loop {
-        select! {
-            recv(lines) -> message => match message {
-                Ok(message) => if !handle(message, &mut sink) { return },
-                Err(_) => return,
-            },
-            recv(stop) -> _ => {
-                // Write what was complete when the stop came, then leave.
-                while let Ok(message) = lines.try_recv() {
-                    if !handle(message, &mut sink) {
-                        break;
-                    }
-                }
-                if sink.dropped > 0 {
-                    log(&format!("{} record(s) could not be written in all", sink.dropped));
-                }
-                return;
-            },
-        }
-    }
 }
 
 /// A random duration in [0, max). From the system's random source: routers
@@ -420,6 +442,7 @@ fn describe_output(output: &Output) -> String {
     match output {
         Output::Stdout => "stdout".into(),
         Output::File(path) => path.display().to_string(),
+        Output::Discard => "nowhere (ndjson is null)".into(),
     }
 }
 

@@ -219,30 +219,14 @@ impl Agent {
         within: Duration,
         pick: impl Fn(&str) -> bool,
     ) -> String {
-        if let Some(line) = self.log.iter().skip(from).find(|l| pick(l)) {
-            return line.clone();
-        }
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push(line.clone());
-                    if pick(&line) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "no stderr line {what} within {within:?}; stderr:\n{}",
-                    self.log.join("\n")
-                ),
-                Err(RecvTimeoutError::Disconnected) => panic!(
-                    "stderr ended (the agent exited: {:?}) before a line {what}; stderr:\n{}",
-                    self.child.try_wait(),
-                    self.log.join("\n")
-                ),
-            }
-        }
+        let child = &mut self.child;
+        wait_line(
+            &self.stderr,
+            &mut self.log,
+            (from, what, within),
+            pick,
+            || format!("{:?}", child.try_wait()),
+        )
     }
 
     /// Waits for the start-up line ("wsprobe: started N probe(s)"), which

@@ -303,6 +303,25 @@ const INVALID: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "invalid-labels-reserved.json",
+        &[
+            r#"top level: labels.__name__: clashes with a label of the Prometheus metrics (probe, phase, reason, health, le and names starting "__" are taken)"#,
+            r#"defaults: labels.le: clashes with a label of the Prometheus metrics (probe, phase, reason, health, le and names starting "__" are taken)"#,
+            r#"probe "edge": labels.health: clashes with a label of the Prometheus metrics (probe, phase, reason, health, le and names starting "__" are taken)"#,
+            r#"probe "edge": labels.phase: clashes with a label of the Prometheus metrics (probe, phase, reason, health, le and names starting "__" are taken)"#,
+            r#"probe "edge": labels.probe: clashes with a label of the Prometheus metrics (probe, phase, reason, health, le and names starting "__" are taken)"#,
+            r#"probe "edge": labels.reason: clashes with a label of the Prometheus metrics (probe, phase, reason, health, le and names starting "__" are taken)"#,
+        ],
+    ),
+    (
+        "invalid-output-prometheus.json",
+        &[
+            r#"output: prometheus_textfile: must be a file path ending in .prom (node_exporter's textfile collector reads only *.prom)"#,
+            r#"output: prometheus_listen: must be "host:port" (like "127.0.0.1:9464" or "[::]:9464")"#,
+            r#"output: ndjson: must be "-" (stdout), a file path, or null (no records)"#,
+        ],
+    ),
+    (
         "invalid-unknown-in-output.json",
         &[r#"output: ndjsn: unknown field (did you mean "ndjson"?)"#],
     ),
@@ -1309,4 +1328,26 @@ fn a_bad_proxy_variable_is_one_error_naming_it_without_its_value() {
     .unwrap();
     assert_eq!(proxy_of(&config, "p"), None);
     assert!(config.warnings.is_empty());
+}
+
+#[test]
+fn prometheus_outputs_alone_write_no_records_and_ndjson_null_writes_none() {
+    let text = std::fs::read_to_string(fixture("valid-output-prometheus-only.json"))
+        .expect("read fixture");
+    let config = load(&text);
+    assert_eq!(config.output, config::Output::Discard);
+    assert_eq!(
+        config.prometheus.textfile.as_deref(),
+        Some(Path::new("/var/prometheus/wsprobe.prom"))
+    );
+    assert_eq!(config.prometheus.listen.as_deref(), Some("[::1]:9464"));
+
+    let probes = r#"[{"name": "a", "url": "ws://127.0.0.1:9/"}]"#;
+    let null = load(&format!(
+        r#"{{"output": {{"ndjson": null}}, "probes": {probes}}}"#
+    ));
+    assert_eq!(null.output, config::Output::Discard);
+    let empty = load(&format!(r#"{{"output": {{}}, "probes": {probes}}}"#));
+    assert_eq!(empty.output, config::Output::Stdout);
+    assert_eq!(empty.prometheus, config::Prometheus::default());
 }

@@ -31,7 +31,9 @@ const SCHEMA_OBJECTS: [(&str, &str); 6] = [
 
 /// Invalid fixtures the schema must refuse: unknown fields, types, enums,
 /// ranges, patterns, and the rules within one probe object it can state.
-const SCHEMA_REFUSES: [&str; 44] = [
+const SCHEMA_REFUSES: [&str; 46] = [
+    "invalid-labels-reserved.json",
+    "invalid-output-prometheus.json",
     "invalid-proxy-https.json",
     "invalid-proxy-no-scheme.json",
     "invalid-proxy-not-a-string.json",

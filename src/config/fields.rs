@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use serde_json::{Map, Value};
 
 use super::proxy::{parse_proxy_url, ProxyChoice};
-use super::words::{expand_env, is_label_name, is_token, suggest};
+use super::words::{expand_env, is_label_name, is_reserved_label, is_token, suggest};
 use super::{
     ConfigError, Fields, Loader, INTERVAL_MS, MAX_MESSAGE_BYTES, THRESHOLD_FIELDS, TIMEOUT_MS,
     TLS_FIELDS,
@@ -309,6 +309,18 @@ impl Loader<'_> {
                     place,
                     &label_field,
                     "label names are letters, digits and _, not starting with a digit",
+                );
+                continue;
+            }
+            if is_reserved_label(name) {
+                self.error_with_hint(
+                    place,
+                    &label_field,
+                    "clashes with a label of the Prometheus metrics",
+                    Some(
+                        "probe, phase, reason, health, le and names starting \"__\" are taken"
+                            .to_owned(),
+                    ),
                 );
                 continue;
             }

@@ -34,7 +34,7 @@ pub use self::words::{expand_env, suggest};
 /// `$schema` names the JSON Schema for editors (config.schema.json); the
 /// loader checks only that it is a string.
 pub const TOP_LEVEL_FIELDS: [&str; 5] = ["$schema", "labels", "defaults", "output", "probes"];
-pub const OUTPUT_FIELDS: [&str; 1] = ["ndjson"];
+pub const OUTPUT_FIELDS: [&str; 3] = ["ndjson", "prometheus_textfile", "prometheus_listen"];
 pub const PROBE_FIELDS: [&str; 20] = [
     "name",
     "url",
@@ -99,6 +99,8 @@ pub const AD_HOC_NAME: &str = "probe";
 pub struct Config {
     pub probes: Vec<ProbeSpec>,
     pub output: Output,
+    /// The Prometheus outputs; both off unless configured.
+    pub prometheus: Prometheus,
     /// Things that are allowed but deserve a word (insecure TLS).
     pub warnings: Vec<String>,
 }
@@ -108,6 +110,17 @@ pub struct Config {
 pub enum Output {
     Stdout,
     File(PathBuf),
+    /// `"ndjson": null`, or no `ndjson` beside a Prometheus output.
+    Discard,
+}
+
+/// `output.prometheus_textfile` and `output.prometheus_listen`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Prometheus {
+    /// A path ending in `.prom`, rewritten atomically.
+    pub textfile: Option<PathBuf>,
+    /// `host:port` for the `/metrics` listener (port 0 picks a free one).
+    pub listen: Option<String>,
 }
 
 /// One problem in the file: where it is, what is wrong, and maybe a hint.
@@ -224,6 +237,7 @@ pub fn ad_hoc_probe(fields: &Map<String, Value>, env: Env) -> Result<Config, Vec
     let config = Config {
         probes: probe.into_iter().collect(),
         output: Output::Stdout,
+        prometheus: Prometheus::default(),
         warnings: Vec::new(),
     };
     loader.finish(config)
@@ -331,6 +345,7 @@ impl<'a> Loader<'a> {
         let mut config = Config {
             probes: Vec::new(),
             output: Output::Stdout,
+            prometheus: Prometheus::default(),
             warnings: Vec::new(),
         };
         let place = "top level";
@@ -352,7 +367,7 @@ impl<'a> Loader<'a> {
             None => BTreeMap::new(),
         };
         if let Some(output) = root.get("output") {
-            config.output = self.output(output);
+            (config.output, config.prometheus) = self.output(output);
         }
         let defaults = match root.get("defaults") {
             Some(Value::Object(object)) => {
@@ -411,21 +426,108 @@ impl<'a> Loader<'a> {
         config
     }
 
-    fn output(&mut self, value: &Value) -> Output {
+    /// `ndjson` omitted means stdout, as before the Prometheus outputs,
+    /// unless one of those is configured: then records are only written
+    /// when `ndjson` asks for them.
+    fn output(&mut self, value: &Value) -> (Output, Prometheus) {
         let place = "output";
         let Some(object) = value.as_object() else {
             self.error(place, "", "must be an object like {\"ndjson\": \"-\"}");
-            return Output::Stdout;
+            return (Output::Stdout, Prometheus::default());
         };
         self.unknown_keys(place, "", object, &OUTPUT_FIELDS);
-        match object.get("ndjson") {
+        let prometheus = Prometheus {
+            textfile: self.prometheus_textfile(object.get("prometheus_textfile")),
+            listen: self.prometheus_listen(object.get("prometheus_listen")),
+        };
+        let ndjson = match object.get("ndjson") {
+            None if prometheus != Prometheus::default() => Output::Discard,
             None => Output::Stdout,
+            Some(Value::Null) => Output::Discard,
             Some(Value::String(s)) if s == "-" => Output::Stdout,
             Some(Value::String(s)) if !s.is_empty() => Output::File(PathBuf::from(s)),
             Some(_) => {
-                self.error(place, "ndjson", "must be \"-\" (stdout) or a file path");
+                self.error(
+                    place,
+                    "ndjson",
+                    "must be \"-\" (stdout), a file path, or null (no records)",
+                );
                 Output::Stdout
+            }
+        };
+        (ndjson, prometheus)
+    }
+
+    fn prometheus_textfile(&mut self, value: Option<&Value>) -> Option<PathBuf> {
+        let (place, field) = ("output", "prometheus_textfile");
+        match value? {
+            Value::Null => None,
+            Value::String(s) if s.ends_with(".prom") && s.len() > ".prom".len() => {
+                let path = PathBuf::from(s);
+                if path
+                    .file_name()
+                    .is_none_or(|n| n.to_string_lossy().starts_with('.'))
+                {
+                    self.error_with_hint(
+                        place,
+                        field,
+                        "must name a file that is not hidden",
+                        Some("like /var/lib/prometheus/node-exporter/wsprobe.prom".into()),
+                    );
+                    return None;
+                }
+                Some(path)
+            }
+            _ => {
+                self.error_with_hint(
+                    place,
+                    field,
+                    "must be a file path ending in .prom",
+                    Some("node_exporter's textfile collector reads only *.prom".into()),
+                );
+                None
             }
         }
     }
+
+    fn prometheus_listen(&mut self, value: Option<&Value>) -> Option<String> {
+        let (place, field) = ("output", "prometheus_listen");
+        let hint = || Some("like \"127.0.0.1:9464\" or \"[::]:9464\"".to_owned());
+        match value? {
+            Value::Null => None,
+            Value::String(s) => match listen_parts(s) {
+                Some(_) => Some(s.clone()),
+                None => {
+                    self.error_with_hint(place, field, "must be \"host:port\"", hint());
+                    None
+                }
+            },
+            _ => {
+                self.error_with_hint(place, field, "must be a string \"host:port\"", hint());
+                None
+            }
+        }
+    }
+}
+
+/// `host:port` split into its host (brackets removed) and port, when both
+/// are there and the port is a number up to 65535 (0 picks a free port).
+pub fn listen_parts(text: &str) -> Option<(&str, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|_| !port.starts_with('+'))?;
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6
+            .strip_suffix(']')
+            .filter(|h| h.parse::<std::net::Ipv6Addr>().is_ok())?,
+        None if host.contains(':') => return None,
+        None => host,
+    };
+    (!host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b)))
+    .then_some((host, port))
 }

@@ -40,6 +40,12 @@ pub(super) fn is_label_name(name: &str) -> bool {
         && name.len() <= 64
 }
 
+/// A label name the Prometheus metrics take for themselves, or one
+/// Prometheus reserves (`__` prefix).
+pub(super) fn is_reserved_label(name: &str) -> bool {
+    name.starts_with("__") || crate::output::metrics::RESERVED_LABELS.contains(&name)
+}
+
 /// An HTTP token (RFC 9110 section 5.6.2): header names and subprotocols.
 pub(super) fn is_token(s: &str) -> bool {
     !s.is_empty()

@@ -191,6 +191,7 @@ fn run_phases(
             match done {
                 Ok(tls_stream) => {
                     out.meta.tls_version = tls::version_name(&tls_stream);
+                    out.meta.cert_not_after = tls::earliest_not_after(&tls_stream);
                     Transport::Tls(Box::new(tls_stream))
                 }
                 Err(failure) => return finish(out, Err(failure)),

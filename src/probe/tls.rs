@@ -202,6 +202,19 @@ pub fn version_name(tls: &TlsStream) -> Option<&'static str> {
     }
 }
 
+/// The earliest notAfter (Unix seconds) among the certificates the server
+/// sent, or None when there are none or one cannot be read.
+pub fn earliest_not_after(tls: &TlsStream) -> Option<u64> {
+    tls.conn
+        .peer_certificates()?
+        .iter()
+        .map(|cert| super::validity::of(cert).map(|window| window.not_after))
+        .try_fold(u64::MAX, |earliest, not_after| {
+            Some(earliest.min(not_after?))
+        })
+        .filter(|t| *t != u64::MAX)
+}
+
 fn handshake_failure(error: io::Error) -> Failure {
     if error.kind() == io::ErrorKind::TimedOut {
         return Failure::handshake_timeout(Phase::Tls);

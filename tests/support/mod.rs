@@ -103,6 +103,43 @@ impl Drop for TempDir {
     }
 }
 
+/// Waits (at most `within`) for a line of a process's log, from index
+/// `from` on, that `pick` accepts: `log` holds the lines read so far and is
+/// topped up from `lines` (a reader thread's channel). `exited` describes
+/// the process when `lines` ends first.
+pub fn wait_line(
+    lines: &Receiver<String>,
+    log: &mut Vec<String>,
+    (from, what, within): (usize, &str, Duration),
+    pick: impl Fn(&str) -> bool,
+    exited: impl FnOnce() -> String,
+) -> String {
+    if let Some(line) = log.iter().skip(from).find(|l| pick(l)) {
+        return line.clone();
+    }
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                log.push(line.clone());
+                if pick(&line) {
+                    return line;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => panic!(
+                "no stderr line {what} within {within:?}; stderr:\n{}",
+                log.join("\n")
+            ),
+            Err(RecvTimeoutError::Disconnected) => panic!(
+                "stderr ended (the agent exited: {}) before a line {what}; stderr:\n{}",
+                exited(),
+                log.join("\n")
+            ),
+        }
+    }
+}
+
 /// A helper process (a test server) ended on drop, even after a panic: its
 /// stdin is closed (the servers' signal to stop), then it is killed and
 /// reaped.

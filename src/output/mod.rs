@@ -1,0 +1,51 @@
+//! Where a run's outcome goes once the probe is done with it: NDJSON
+//! records (`ndjson`, on the one writer thread), and the Prometheus
+//! metrics state (`metrics`), published as a `.prom` file (`textfile`)
+//! and on `/metrics` (`http`).
+//!
+//! A probe thread never waits for any of them: the metrics state is
+//! updated under a short lock, the line is offered to the writer's queue
+//! with `try_send`, and the textfile thread is nudged the same way.
+
+pub mod http;
+pub mod metrics;
+pub mod ndjson;
+pub mod textfile;
+
+use std::sync::Arc;
+
+use crossbeam_channel::{Sender, TrySendError};
+
+use crate::outcome::Outcome;
+use crate::record::Record;
+use crate::spec::ProbeSpec;
+
+use self::metrics::Metrics;
+
+/// What every probe thread holds to hand over its outcomes.
+#[derive(Clone)]
+pub struct Feed {
+    /// The NDJSON writer's queue, bounded: offered, never waited on.
+    pub lines: Sender<String>,
+    pub metrics: Arc<Metrics>,
+    /// Wakes the textfile thread; a full slot means a rewrite is due anyway.
+    pub changed: Sender<()>,
+}
+
+impl Feed {
+    /// Hands one outcome to every output without blocking. Returns false
+    /// when the writer is gone (the agent is stopping).
+    pub fn deliver(&self, spec: &ProbeSpec, outcome: &Outcome) -> bool {
+        self.metrics.observe(spec, outcome);
+        let _ = self.changed.try_send(());
+        let line = Record::new(spec, outcome).to_line();
+        match self.lines.try_send(line) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.metrics.drops.add(1, "the output is not keeping up");
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
