@@ -1310,3 +1310,20 @@ fn a_bad_proxy_variable_is_one_error_naming_it_without_its_value() {
     assert_eq!(proxy_of(&config, "p"), None);
     assert!(config.warnings.is_empty());
 }
+
+#[test]
+fn a_proxy_of_the_wrong_type_is_refused_without_quoting_its_url() {
+    let errors = load_errors(
+        r#"{"probes": [
+          {"name": "a", "url": "ws://h.example/", "proxy": ["http://u:hunter2@p:3128"]},
+          {"name": "b", "url": "ws://h.example/", "proxy": {"url": "http://u:hunter2@p"}}
+        ]}"#,
+    );
+    assert_eq!(
+        errors,
+        [
+            r#"probe "a": proxy: must be a string (got an array)"#,
+            r#"probe "b": proxy: must be a string (got an object)"#,
+        ]
+    );
+}
