@@ -1351,3 +1351,20 @@ fn prometheus_outputs_alone_write_no_records_and_ndjson_null_writes_none() {
     assert_eq!(empty.output, config::Output::Stdout);
     assert_eq!(empty.prometheus, config::Prometheus::default());
 }
+
+#[test]
+fn a_proxy_of_the_wrong_type_is_refused_without_quoting_its_url() {
+    let errors = load_errors(
+        r#"{"probes": [
+          {"name": "a", "url": "ws://h.example/", "proxy": ["http://u:hunter2@p:3128"]},
+          {"name": "b", "url": "ws://h.example/", "proxy": {"url": "http://u:hunter2@p"}}
+        ]}"#,
+    );
+    assert_eq!(
+        errors,
+        [
+            r#"probe "a": proxy: must be a string (got an array)"#,
+            r#"probe "b": proxy: must be a string (got an object)"#,
+        ]
+    );
+}

@@ -121,9 +121,22 @@ impl Loader<'_> {
                     f.fwmark = parsed;
                 }
                 "proxy" => {
-                    f.proxy = self
-                        .string(place, field, value)
-                        .and_then(|raw| self.proxy(place, &raw));
+                    // A URL inside an array or object is a password all the
+                    // same: only its type is said.
+                    let container = match value {
+                        Value::Array(_) => Some("an array"),
+                        Value::Object(_) => Some("an object"),
+                        _ => None,
+                    };
+                    f.proxy = match container {
+                        Some(kind) => {
+                            self.error(place, field, format!("must be a string (got {kind})"));
+                            None
+                        }
+                        None => self
+                            .string(place, field, value)
+                            .and_then(|raw| self.proxy(place, &raw)),
+                    };
                 }
                 _ => {} // name and url are the probe's; unknown keys reported apart
             }

@@ -76,7 +76,8 @@ pub fn tunnel(
 }
 
 /// Checks the proxy's answer at the start of `buf`: a 2xx opens the
-/// tunnel, a 1xx is passed over, anything else is a refusal.
+/// tunnel, a 1xx other than 101 is passed over, anything else is a
+/// refusal.
 fn check_answer(buf: &[u8], meta: &mut Meta) -> Result<Answer, Failure> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut answer = httparse::Response::new(&mut headers);
@@ -85,7 +86,8 @@ fn check_answer(buf: &[u8], meta: &mut Meta) -> Result<Answer, Failure> {
     };
     let status = answer.code.unwrap_or(0);
     match status {
-        100..=199 => Ok(Answer::Interim(head_len)),
+        // A 101 switches the connection away from HTTP: no tunnel either.
+        100..=199 if status != 101 => Ok(Answer::Interim(head_len)),
         200..=299 => Ok(Answer::Final(head_len)),
         _ => {
             meta.proxy_status = Some(status);
@@ -178,6 +180,12 @@ mod tests {
         let (result, status) = check(b"HTTP/1.1 503 \r\n\r\n");
         assert_eq!(status, Some(503));
         assert!(result.unwrap_err().ends_with("HTTP/1.1 503"));
+        // Not an interim answer: after a 101 nothing more is HTTP.
+        let (result, status) = check(b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
+        assert_eq!(status, Some(101));
+        assert!(result
+            .unwrap_err()
+            .ends_with("HTTP/1.1 101 Switching Protocols"));
         let (result, status) = check(b"SSH-2.0-OpenSSH_9.2\r\n");
         assert_eq!(status, None);
         assert!(result.unwrap_err().contains("not HTTP"));

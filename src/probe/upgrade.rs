@@ -144,6 +144,7 @@ fn percent_decode(text: &str) -> Vec<u8> {
     while i < bytes.len() {
         let hex = bytes
             .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
             .and_then(|h| std::str::from_utf8(h).ok())
             .and_then(|h| u8::from_str_radix(h, 16).ok());
         match (bytes[i], hex) {
@@ -289,6 +290,8 @@ mod tests {
         assert_eq!(percent_decode("u:p%40ss%3a"), b"u:p@ss:");
         assert_eq!(percent_decode("100%"), b"100%");
         assert_eq!(percent_decode("%zz%4"), b"%zz%4");
+        // Two hex digits, no sign: from_str_radix alone would take "+1".
+        assert_eq!(percent_decode("pw%+1%+f"), b"pw%+1%+f");
     }
 
     #[test]

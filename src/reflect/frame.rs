@@ -284,9 +284,10 @@ fn header_len(h: &[u8]) -> usize {
     }
 }
 
-/// RFC 6455 7.4: codes a peer may send in a Close frame.
+/// RFC 6455 7.4 and the IANA registry: codes a peer may send in a Close
+/// frame (1012 to 1014 were registered after the RFC).
 fn valid_close_code(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 /// Appends one unmasked, final server frame.
@@ -405,6 +406,16 @@ mod tests {
     fn close_carries_its_code() {
         let found = events(100, &client(0x80 | CLOSE, &[0x03, 0xE8, b'o', b'k']), 1).unwrap();
         assert!(matches!(&found[0], Event::Close(Some(1000), c) if c.as_bytes() == b"\x03\xe8ok"));
+        // Registered with IANA since RFC 6455 (service restart, try again
+        // later, bad gateway): Node's ws and Python's websockets send them.
+        for code in [1012u16, 1013, 1014] {
+            let found = events(100, &client(0x80 | CLOSE, &code.to_be_bytes()), 1).unwrap();
+            assert!(matches!(&found[0], Event::Close(Some(c), _) if *c == code));
+        }
+        for code in [999u16, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
+            let fail = events(100, &client(0x80 | CLOSE, &code.to_be_bytes()), 1).unwrap_err();
+            assert_eq!(fail.code, PROTOCOL_ERROR, "{code}");
+        }
     }
 
     #[test]

@@ -52,9 +52,9 @@ pub fn answer(head: &[u8], policy: &Policy) -> Answer {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let used = match request.parse(head) {
-        Ok(httparse::Status::Complete(used)) => used,
+        Ok(httparse::Status::Complete(used)) if used <= MAX_HEAD => used,
         Ok(httparse::Status::Partial) if head.len() < MAX_HEAD => return Answer::Incomplete,
-        Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+        Ok(_) | Err(httparse::Error::TooManyHeaders) => {
             return refuse(
                 "431 Request Header Fields Too Large",
                 "",
@@ -248,6 +248,9 @@ mod tests {
         assert_eq!(get("GET / HTTP/1.1\r\nHost: h\r\n"), Answer::Incomplete);
         let long = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_HEAD));
         assert_eq!(status(&get(&long)), "431");
+        // Whole, but over the cap: one read can bring in 16 KiB at once.
+        let whole = ask(&format!("X: {}\r\n", "a".repeat(MAX_HEAD)), &open);
+        assert_eq!(status(&whole), "431");
         let old = UPGRADE.replace("Version: 13", "Version: 8");
         assert_eq!(status(&get(&format!("{old}\r\n"))), "426");
     }
