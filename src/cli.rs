@@ -201,7 +201,11 @@ fn parse_probe(args: &mut Args) -> Result<Command, UsageError> {
             }
             "-h" | "--help" => return Ok(Command::Help),
             flag if flag.starts_with('-') => return Err(unexpected(flag)),
-            _ if url.is_some() => return Err(UsageError(format!("a second URL {arg:?}"))),
+            _ if url.is_some() => {
+                // It may carry credentials (a proxy URL without --proxy).
+                let shown = crate::redact::url(&arg);
+                return Err(UsageError(format!("a second URL {shown:?}")));
+            }
             _ => url = Some(arg.clone()),
         }
     }

@@ -281,6 +281,12 @@ fn a_malformed_url_or_header_flag_is_refused_without_quoting_it() {
             "--header",
             "Authorization Bearer SEKRIT",
         ],
+        // A proxy URL given without --proxy is a second URL.
+        vec![
+            "probe",
+            "ws://127.0.0.1:1/",
+            "http://abc:SEKRIT@127.0.0.1:3128",
+        ],
     ] {
         let run = support::run(&args);
         assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
