@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use wsprobe::config::{self, Config, ConfigError};
+use wsprobe::exchange::{Expect, Message};
 use wsprobe::spec::{Interpretation, ProbeSpec, RoundTripScope, Thresholds};
 
 use support::{run_command, Run, TempDir};
@@ -650,8 +651,11 @@ fn the_all_fields_config_merges_into_the_expected_specs() {
     let rtt = probe(&config, "stream-rtt");
     assert_eq!(rtt.interpretation, Interpretation::RoundTripLatency);
     let exchange = rtt.exchange.as_ref().expect("round-trip exchange");
-    assert_eq!(exchange.send, r#"{"op":"ping"}"#);
-    assert_eq!(exchange.expect, br#""op":"pong""#);
+    assert_eq!(exchange.send, Message::Text(r#"{"op":"ping"}"#.into()));
+    assert_eq!(
+        exchange.expect,
+        Expect::Contains(br#""op":"pong""#.to_vec())
+    );
     assert_eq!(exchange.scope, RoundTripScope::OpenAndMessage);
     assert_eq!(rtt.timeout, Duration::from_millis(5_000));
     assert_eq!(rtt.interval, Duration::from_millis(30_000));
@@ -731,8 +735,8 @@ fn defaults_apply_only_to_the_probes_they_fit() {
     assert_eq!((&up.exchange, up.thresholds, &up.tls), (&None, None, &None));
     let rtt = probe(&config, "rtt");
     let exchange = rtt.exchange.as_ref().expect("exchange from defaults");
-    assert_eq!(exchange.send, "ping");
-    assert_eq!(exchange.expect, b"pong");
+    assert_eq!(exchange.send, Message::Text("ping".into()));
+    assert_eq!(exchange.expect, Expect::Contains(b"pong".to_vec()));
     assert_eq!(exchange.scope, RoundTripScope::OpenAndMessage);
     let tls = &rtt.tls.as_ref().expect("defaults.tls on wss://").options;
     assert_eq!(tls.server_name.as_deref(), Some("stream.example.com"));
@@ -760,7 +764,10 @@ fn defaults_ping_mode_none_is_not_applied_to_round_trip() {
         rtt.exchange.as_ref().unwrap().scope,
         RoundTripScope::Message
     );
-    assert_eq!(rtt.exchange.as_ref().unwrap().expect, b"");
+    assert_eq!(
+        rtt.exchange.as_ref().unwrap().expect,
+        Expect::Contains(Vec::new())
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! the URL, and `words` holds the small text rules (names, tokens,
 //! `${NAME}`, "did you mean").
 
+mod exchange;
 mod fields;
 mod json;
 mod probe;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use crate::exchange::Message;
 use crate::probe::tls::TlsFactory;
 use crate::spec::{Interpretation, IpVersion, ProbeSpec, RoundTripScope};
 
@@ -31,7 +33,7 @@ pub use self::words::{expand_env, suggest};
 
 const TOP_LEVEL_FIELDS: [&str; 4] = ["labels", "defaults", "output", "probes"];
 const OUTPUT_FIELDS: [&str; 1] = ["ndjson"];
-const PROBE_FIELDS: [&str; 19] = [
+const PROBE_FIELDS: [&str; 24] = [
     "name",
     "url",
     "interpretation",
@@ -51,7 +53,14 @@ const PROBE_FIELDS: [&str; 19] = [
     "bind_interface",
     "source_ip",
     "fwmark",
+    "prelude",
+    "preset",
+    "samples",
+    "sample_timeout_ms",
+    "sample_interval_ms",
 ];
+/// Probe fields that only a probe sets, never `defaults`.
+const PROBE_ONLY_FIELDS: [&str; 4] = ["name", "url", "prelude", "preset"];
 const THRESHOLD_FIELDS: [&str; 2] = ["healthy_below", "unhealthy_above"];
 const TLS_FIELDS: [&str; 3] = ["ca_file", "server_name", "insecure_skip_verify"];
 
@@ -208,8 +217,11 @@ struct Fields {
     interval_ms: Option<u64>,
     /// `true` for `message`, `false` for `none`.
     ping_mode_message: Option<bool>,
-    send_message: Option<String>,
-    expect_message: Option<String>,
+    send_message: Option<Message>,
+    expect_message: Option<Message>,
+    samples: Option<u64>,
+    sample_timeout_ms: Option<u64>,
+    sample_interval_ms: Option<u64>,
     protocols: Option<Vec<String>>,
     headers: Option<Vec<(String, String)>>,
     labels: Option<BTreeMap<String, String>>,
@@ -312,7 +324,7 @@ impl<'a> Loader<'a> {
         }
         let defaults = match root.get("defaults") {
             Some(Value::Object(object)) => {
-                for forbidden in ["name", "url"] {
+                for forbidden in PROBE_ONLY_FIELDS {
                     if object.contains_key(forbidden) {
                         self.error(
                             "defaults",
@@ -324,11 +336,11 @@ impl<'a> Loader<'a> {
                 let known: Vec<&str> = PROBE_FIELDS
                     .iter()
                     .copied()
-                    .filter(|f| *f != "name" && *f != "url")
+                    .filter(|f| !PROBE_ONLY_FIELDS.contains(f))
                     .collect();
                 let unknown: Map<String, Value> = object
                     .iter()
-                    .filter(|(k, _)| k.as_str() != "name" && k.as_str() != "url")
+                    .filter(|(k, _)| !PROBE_ONLY_FIELDS.contains(&k.as_str()))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 self.unknown_keys("defaults", "", &unknown, &known);
