@@ -35,7 +35,7 @@ npm_set "$PROTO" \
     '@foundry-rs/anvil@1.7.1'
 npm_set "$PROTO/legacy" 'subscriptions-transport-ws@0.11.0' 'graphql@15.10.1'
 
-"$VENV/bin/pip" install --quiet 'python-socketio==5.18.1'
+"$VENV/bin/pip" install --quiet 'python-socketio==5.18.1' 'aiohttp==3.13.2'
 if ! "$PROTO/venv/bin/python" -c '' 2>/dev/null; then
     /usr/bin/python3 -m venv --clear "$PROTO/venv"
 fi
