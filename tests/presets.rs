@@ -296,6 +296,26 @@ fn socket_io_connect_error_is_a_mismatch() {
 }
 
 #[test]
+fn socket_io_keepalive_is_answered_during_the_run() {
+    // A fake: it answers the CONNECT only once its ping `2` got its `3`.
+    let Some(server) = node("sio-ping-first", false) else {
+        return;
+    };
+    let run = run_preset(
+        &url(&server, "/socket.io/"),
+        "socket.io",
+        "round_trip_latency",
+        &[],
+    );
+    let rec = assert_good(&run, "round_trip_latency", "ping-first fake");
+    assert_eq!(
+        rec.meta.skipped_messages,
+        Some(0),
+        "the ping was answered, not skipped"
+    );
+}
+
+#[test]
 fn socket_io_against_python_socketio() {
     let python = Path::new("/opt/wsprobe-test/bin/python");
     if !python.exists() {

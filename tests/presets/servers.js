@@ -9,7 +9,8 @@
 // aedes (npm aedes + websocket-stream, MQTT 3.1.1), stomp (npm
 // stomp-broker-js), phoenix (a FAKE written from the Phoenix V2 serializer:
 // there is no Phoenix server on npm/PyPI/Debian), echo (plain ws echo, the
-// baseline), drop-odd (ws: answers only every other message, for samples).
+// baseline), drop-odd (ws: answers only every other message, for samples),
+// sio-ping-first (a FAKE Socket.IO server that pings before it answers).
 // --refuse: the protocol's usual refusal (GraphQL init refused, STOMP
 // ERROR on CONNECT, Socket.IO CONNECT_ERROR, MQTT CONNACK 5).
 //
@@ -113,6 +114,25 @@ async function main() {
           const [, ref, topic, event] = msg;
           if (topic === 'phoenix' && event === 'heartbeat') {
             ws.send(JSON.stringify([null, ref, 'phoenix', 'phx_reply', { response: {}, status: 'ok' }]));
+          }
+        });
+      });
+      break;
+    }
+    case 'sio-ping-first': {
+      // FAKE (an Engine.IO v4 server reduced to its heartbeat rule): greets,
+      // pings at once, and answers the CONNECT only after the pong `3`.
+      wsServer((ws) => {
+        let ponged = false;
+        let pending = null;
+        ws.send('0{"sid":"fake","upgrades":[],"pingInterval":25000,"pingTimeout":20000}');
+        ws.send('2');
+        ws.on('message', (data) => {
+          const text = data.toString();
+          if (text === '3') { ponged = true; if (pending) { ws.send(pending); pending = null; } }
+          if (text === '40') {
+            const reply = '40{"sid":"fake-ns"}';
+            if (ponged) ws.send(reply); else pending = reply;
           }
         });
       });
