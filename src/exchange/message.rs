@@ -60,15 +60,16 @@ impl Message {
         }
     }
 
-    /// The message with every `${SEQ}` replaced by `seq` (borrowed when it
-    /// has none, so a plain message costs no copy per sample).
-    pub fn render(&self, seq: u32) -> Message {
-        match self {
-            Message::Text(text) if text.as_bytes().windows(SEQ.len()).any(|w| w == SEQ) => {
-                Message::Text(text.replace("${SEQ}", &seq.to_string()))
+    /// The message with every `${SEQ}` replaced by `seq`; borrowed when it
+    /// has none, so a plain message costs no copy per sample.
+    pub fn render(&self, seq: u32) -> Cow<'_, Message> {
+        match (self, fill_seq(self.bytes(), seq)) {
+            (_, Cow::Borrowed(_)) => Cow::Borrowed(self),
+            // Digits in place of ASCII keep UTF-8 valid; lossy only in name.
+            (Message::Text(_), Cow::Owned(bytes)) => {
+                Cow::Owned(Message::Text(String::from_utf8_lossy(&bytes).into_owned()))
             }
-            Message::Binary(bytes) => Message::Binary(fill_seq(bytes, seq).into_owned()),
-            other => other.clone(),
+            (Message::Binary(_), Cow::Owned(bytes)) => Cow::Owned(Message::Binary(bytes)),
         }
     }
 }
@@ -202,9 +203,13 @@ mod tests {
     fn seq_is_filled_in_text_and_bytes() {
         let message = Message::Text("{\"id\":${SEQ},\"n\":\"${SEQ}\"}".into());
         assert_eq!(
-            message.render(7),
+            *message.render(7),
             Message::Text("{\"id\":7,\"n\":\"7\"}".into())
         );
+        assert!(matches!(
+            Message::Text("x".into()).render(1),
+            Cow::Borrowed(_)
+        ));
         assert_eq!(&*fill_seq(b"plain", 3), b"plain");
     }
 }
