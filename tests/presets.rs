@@ -346,25 +346,43 @@ fn mosquitto(dir: &TempDir, anonymous: bool) -> Option<Server> {
         skip_or_fail("mosquitto is not installed (.ci/install-proto.sh)");
         return None;
     }
-    let (mqtt, ws) = (free_port(), free_port());
-    let conf = dir.write(
-        "mosquitto.conf",
-        &format!(
-            "listener {mqtt} 127.0.0.1\nprotocol mqtt\nlistener {ws}\nprotocol websockets\n\
-             socket_domain ipv4\nallow_anonymous {anonymous}\nlog_dest stderr\n"
-        ),
-    );
-    let mut cmd = Command::new(binary);
-    cmd.arg("-c")
-        .arg(conf)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::null());
-    let process = Process(cmd.spawn().expect("spawn mosquitto"));
-    await_listening(ws, "mosquitto");
-    Some(Server {
-        port: ws,
-        _process: process,
-    })
+    // A port picked free may be taken by the time mosquitto binds it (its
+    // websockets listener binds every address): then it exits, and we try
+    // again with new ports.
+    let mut log = String::new();
+    for attempt in 0..3 {
+        let (mqtt, ws) = (free_port(), free_port());
+        let conf = dir.write(
+            "mosquitto.conf",
+            &format!(
+                "listener {mqtt} 127.0.0.1\nprotocol mqtt\nlistener {ws}\nprotocol websockets\n\
+                 socket_domain ipv4\nallow_anonymous {anonymous}\nlog_dest stderr\n"
+            ),
+        );
+        let log_path = dir.join(&format!("mosquitto-{attempt}.log"));
+        let log_file = std::fs::File::create(&log_path).expect("create the log");
+        let mut cmd = Command::new(binary);
+        cmd.arg("-c")
+            .arg(conf)
+            .stdin(Stdio::piped())
+            .stderr(log_file);
+        let mut process = Process(cmd.spawn().expect("spawn mosquitto"));
+        let until = Instant::now() + READY_WAIT;
+        while Instant::now() < until {
+            if TcpStream::connect(("127.0.0.1", ws)).is_ok() {
+                return Some(Server {
+                    port: ws,
+                    _process: process,
+                });
+            }
+            if let Ok(Some(_)) = process.0.try_wait() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    }
+    panic!("mosquitto did not start:\n{log}");
 }
 
 #[test]

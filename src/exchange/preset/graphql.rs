@@ -12,8 +12,8 @@ const LEGACY: &str = "graphql-ws";
 
 /// `connection_init`, with the `payload` option (auth) when given.
 fn init(options: &mut Options, legacy: bool) -> Message {
-    let payload = match options.value("payload") {
-        Some(Value::Object(payload)) => Some(Value::Object(payload.clone())),
+    let payload = match options.json("payload") {
+        Some(payload @ Value::Object(_)) => Some(payload),
         Some(other) => {
             options.error("payload", format!("must be a JSON object (got {other})"));
             None

@@ -10,9 +10,9 @@ pub(super) fn plan(options: &mut Options) -> Plan {
     let method = options
         .string("method")
         .unwrap_or_else(|| "web3_clientVersion".to_owned());
-    let params = match options.value("params") {
+    let params = match options.json("params") {
         None => Value::Array(Vec::new()),
-        Some(params @ (Value::Array(_) | Value::Object(_))) => params.clone(),
+        Some(params @ (Value::Array(_) | Value::Object(_))) => params,
         Some(other) => {
             options.error(
                 "params",

@@ -219,6 +219,35 @@ impl<'a> Options<'a> {
         self.map.get(option)
     }
 
+    /// A JSON option (a payload, params) with `${NAME}` expanded in every
+    /// string inside it.
+    fn json(&mut self, option: &str) -> Option<Value> {
+        let value = self.map.get(option)?;
+        Some(self.expand(option, value))
+    }
+
+    fn expand(&mut self, option: &str, value: &Value) -> Value {
+        match value {
+            Value::String(raw) => match crate::config::expand_env(raw, self.env) {
+                Ok(s) => Value::String(s),
+                Err(message) => {
+                    self.error(option, message);
+                    value.clone()
+                }
+            },
+            Value::Array(items) => {
+                Value::Array(items.iter().map(|v| self.expand(option, v)).collect())
+            }
+            Value::Object(object) => Value::Object(
+                object
+                    .iter()
+                    .map(|(k, v)| (k.clone(), self.expand(option, v)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
     /// A string option, `${NAME}` expanded.
     fn string(&mut self, option: &str) -> Option<String> {
         match self.map.get(option)? {

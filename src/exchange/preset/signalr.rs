@@ -12,9 +12,9 @@ const SEPARATOR: u8 = 0x1e;
 
 pub(super) fn plan(options: &mut Options) -> Plan {
     let handshake = Message::Text("{\"protocol\":\"json\",\"version\":1}\u{1e}".to_owned());
-    let arguments = match options.value("arguments") {
+    let arguments = match options.json("arguments") {
         None => Value::Array(Vec::new()),
-        Some(Value::Array(items)) => Value::Array(items.clone()),
+        Some(arguments @ Value::Array(_)) => arguments,
         Some(other) => {
             options.error("arguments", format!("must be a JSON array (got {other})"));
             Value::Array(Vec::new())
