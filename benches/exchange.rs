@@ -29,11 +29,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use wsprobe::exchange::Expect;
-use wsprobe::outcome::Outcome;
 use wsprobe::probe;
 use wsprobe::spec::ProbeSpec;
 
-use support::thread_cpu;
+use support::{succeeded, thread_cpu};
 
 const WARM_UP: usize = 30;
 const CPU_PER_SAMPLE_US: f64 = 25.0;
@@ -139,17 +138,6 @@ fn sampled(addr: std::net::SocketAddr, count: u32) -> ProbeSpec {
         "samples": count,
         "sample_interval_ms": 0,
     }))
-}
-
-fn succeeded(outcome: Outcome) -> Outcome {
-    if let Some(reason) = outcome.reason {
-        panic!(
-            "probe failed: {} ({})",
-            reason.wire_name(),
-            outcome.meta.error.as_deref().unwrap_or("no detail")
-        );
-    }
-    outcome
 }
 
 /// CPU of this thread per run, in microseconds.

@@ -158,6 +158,37 @@ fn good_everywhere(url: &str, preset: &str, args: &[&str], context: &str) -> Rec
     round_trip.expect("a round-trip run")
 }
 
+/// A round-trip run the server refuses, saying `error`.
+fn rtt_refused(url: &str, preset: &str, error: &str) -> Record {
+    let run = run_preset(url, preset, "round_trip_latency", &[]);
+    assert_failed(&run, "ws_reply_mismatch", error)
+}
+
+/// A round-trip run with one preset option (`key=value`).
+fn with_option(url: &str, preset: &str, option: &str) -> Run {
+    run_preset(
+        url,
+        preset,
+        "round_trip_latency",
+        &["--preset-option", option],
+    )
+}
+
+/// A round-trip run of `count` samples, 10 ms apart, all answered.
+fn all_samples_back(url: &str, preset: &str, count: u32, args: &[&str], context: &str) {
+    let count_text = count.to_string();
+    let mut full = vec!["--samples", &count_text, "--sample-interval-ms", "10"];
+    full.extend_from_slice(args);
+    let run = run_preset(url, preset, "round_trip_latency", &full);
+    let rec = assert_good(&run, "round_trip_latency", context);
+    let samples = rec.meta.samples.expect("meta.samples");
+    assert_eq!(
+        (samples.sent, samples.received),
+        (count, count),
+        "{context}: {samples:?}"
+    );
+}
+
 /// A failed record with `reason`, whose `meta.error` contains `error`.
 fn assert_failed(run: &Run, reason: &str, error: &str) -> Record {
     let rec = run.record();
@@ -190,15 +221,7 @@ fn graphql_transport_ws_against_graphql_ws() {
     );
     assert!(rec.timings().prelude_ms.is_some(), "{rec:#?}");
 
-    let run = run_preset(
-        &url,
-        "graphql-transport-ws",
-        "round_trip_latency",
-        &["--samples", "5", "--sample-interval-ms", "10"],
-    );
-    let rec = assert_good(&run, "round_trip_latency", "graphql-ws samples");
-    let samples = rec.meta.samples.expect("meta.samples");
-    assert_eq!((samples.sent, samples.received), (5, 5), "{samples:?}");
+    all_samples_back(&url, "graphql-transport-ws", 5, &[], "graphql-ws samples");
 
     // The protocol's commonest failure: no subprotocol offered -> 4406.
     let run = probe(&[
@@ -243,14 +266,7 @@ fn graphql_ws_legacy_against_subscriptions_transport_ws() {
     let url = url(&server, "/graphql");
     let rec = good_everywhere(&url, "graphql-ws", &[], "subscriptions-transport-ws");
     assert_eq!(rec.meta.subprotocol.as_deref(), Some("graphql-ws"));
-    let run = run_preset(
-        &url,
-        "graphql-ws",
-        "round_trip_latency",
-        &["--samples", "4", "--sample-interval-ms", "10"],
-    );
-    let rec = assert_good(&run, "round_trip_latency", "legacy samples");
-    assert_eq!(rec.meta.samples.map(|s| s.received), Some(4));
+    all_samples_back(&url, "graphql-ws", 4, &[], "legacy samples");
 }
 
 #[test]
@@ -258,13 +274,7 @@ fn graphql_ws_legacy_connection_error_is_a_mismatch() {
     let Some(server) = node("graphql-ws", true) else {
         return;
     };
-    let run = run_preset(
-        &url(&server, "/graphql"),
-        "graphql-ws",
-        "round_trip_latency",
-        &[],
-    );
-    let rec = assert_failed(&run, "ws_reply_mismatch", "bad token");
+    let rec = rtt_refused(&url(&server, "/graphql"), "graphql-ws", "bad token");
     assert_eq!(rec.meta.step.as_deref(), Some("prelude[0]"));
 }
 
@@ -286,13 +296,7 @@ fn socket_io_connect_error_is_a_mismatch() {
     let Some(server) = node("socket.io", true) else {
         return;
     };
-    let run = run_preset(
-        &url(&server, "/socket.io/"),
-        "socket.io",
-        "round_trip_latency",
-        &[],
-    );
-    assert_failed(&run, "ws_reply_mismatch", "Not authorized");
+    rtt_refused(&url(&server, "/socket.io/"), "socket.io", "Not authorized");
 }
 
 #[test]
@@ -400,14 +404,7 @@ fn mqtt_against_mosquitto_both_versions() {
         &["--preset-option", "version=5"],
         "mosquitto v5",
     );
-    let run = run_preset(
-        &url,
-        "mqtt",
-        "round_trip_latency",
-        &["--samples", "5", "--sample-interval-ms", "10"],
-    );
-    let rec = assert_good(&run, "round_trip_latency", "mosquitto samples");
-    assert_eq!(rec.meta.samples.map(|s| s.received), Some(5));
+    all_samples_back(&url, "mqtt", 5, &[], "mosquitto samples");
 }
 
 #[test]
@@ -435,12 +432,7 @@ fn mqtt_against_aedes_and_its_refusals() {
     let url = url(&server, "/");
     good_everywhere(&url, "mqtt", &[], "aedes");
     // aedes speaks 3.1.1 only: an MQTT 5 CONNECT fails cleanly.
-    let run = run_preset(
-        &url,
-        "mqtt",
-        "round_trip_latency",
-        &["--preset-option", "version=5"],
-    );
+    let run = with_option(&url, "mqtt", "version=5");
     assert_failed(&run, "ws_reply_mismatch", "unacceptable protocol version");
     let Some(refusing) = node("aedes", true) else {
         return;
@@ -474,20 +466,10 @@ fn stomp_error_frame_is_a_mismatch() {
         return;
     };
     let url = url(&server, "/stomp");
-    let run = run_preset(
-        &url,
-        "stomp",
-        "round_trip_latency",
-        &["--preset-option", "login=wrong"],
-    );
+    let run = with_option(&url, "stomp", "login=wrong");
     let rec = assert_failed(&run, "ws_reply_mismatch", "STOMP ERROR: CONNECTION ERROR");
     assert_eq!(rec.meta.step.as_deref(), Some("prelude[0]"));
-    let run = run_preset(
-        &url,
-        "stomp",
-        "round_trip_latency",
-        &["--preset-option", "login=right"],
-    );
+    let run = with_option(&url, "stomp", "login=right");
     assert_good(&run, "round_trip_latency", "stomp login");
 }
 
@@ -498,14 +480,7 @@ fn phoenix_against_a_fake_written_from_the_protocol() {
     };
     let url = url(&server, "/socket/websocket");
     good_everywhere(&url, "phoenix", &[], "phoenix fake");
-    let run = run_preset(
-        &url,
-        "phoenix",
-        "round_trip_latency",
-        &["--samples", "5", "--sample-interval-ms", "10"],
-    );
-    let rec = assert_good(&run, "round_trip_latency", "phoenix samples");
-    assert_eq!(rec.meta.samples.map(|s| s.received), Some(5));
+    all_samples_back(&url, "phoenix", 5, &[], "phoenix samples");
 }
 
 #[test]
@@ -526,20 +501,9 @@ fn signalr_against_aiosignalr() {
         "invoke=echo",
         "--preset-option",
         r#"arguments=["hi"]"#,
-        "--samples",
-        "4",
-        "--sample-interval-ms",
-        "10",
     ];
-    let run = run_preset(&url, "signalr", "round_trip_latency", &invoke);
-    let rec = assert_good(&run, "round_trip_latency", "aiosignalr invoke");
-    assert_eq!(rec.meta.samples.map(|s| s.received), Some(4));
-    let run = run_preset(
-        &url,
-        "signalr",
-        "round_trip_latency",
-        &["--preset-option", "invoke=nope"],
-    );
+    all_samples_back(&url, "signalr", 4, &invoke, "aiosignalr invoke");
+    let run = with_option(&url, "signalr", "invoke=nope");
     assert_failed(&run, "ws_reply_mismatch", "hub error");
 }
 
@@ -569,27 +533,9 @@ fn json_rpc_against_anvil() {
     };
     let url = url(&server, "/");
     good_everywhere(&url, "json-rpc", &[], "anvil");
-    let run = run_preset(
-        &url,
-        "json-rpc",
-        "round_trip_latency",
-        &[
-            "--preset-option",
-            "method=eth_blockNumber",
-            "--samples",
-            "5",
-            "--sample-interval-ms",
-            "10",
-        ],
-    );
-    let rec = assert_good(&run, "round_trip_latency", "anvil samples");
-    assert_eq!(rec.meta.samples.map(|s| s.received), Some(5));
-    let run = run_preset(
-        &url,
-        "json-rpc",
-        "round_trip_latency",
-        &["--preset-option", "method=no_such_method"],
-    );
+    let method = ["--preset-option", "method=eth_blockNumber"];
+    all_samples_back(&url, "json-rpc", 5, &method, "anvil samples");
+    let run = with_option(&url, "json-rpc", "method=no_such_method");
     assert_failed(&run, "ws_reply_mismatch", "JSON-RPC error");
 }
 
@@ -602,8 +548,9 @@ fn samples_against_a_server_that_drops_every_other_reply() {
     let Some(server) = node("drop-odd", false) else {
         return;
     };
-    let run = probe(&[
-        &url(&server, "/"),
+    let url = url(&server, "/");
+    let mut args = vec![
+        url.as_str(),
         "--interpretation",
         "round_trip_latency",
         "--send",
@@ -616,30 +563,8 @@ fn samples_against_a_server_that_drops_every_other_reply() {
         "200",
         "--sample-interval-ms",
         "10",
-        "--human",
-    ]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert!(
-        run.stdout.contains("samples: 6 sent, 3 received"),
-        "{}",
-        run.stdout
-    );
-
-    let run = probe(&[
-        &url(&server, "/"),
-        "--interpretation",
-        "round_trip_latency",
-        "--send",
-        "ping ${SEQ}",
-        "--expect",
-        "ping ${SEQ}",
-        "--samples",
-        "6",
-        "--sample-timeout-ms",
-        "200",
-        "--sample-interval-ms",
-        "10",
-    ]);
+    ];
+    let run = probe(&args);
     let rec = assert_good(&run, "round_trip_latency", "drop-odd");
     let samples = rec.meta.samples.clone().expect("meta.samples");
     assert_eq!((samples.sent, samples.received), (6, 3), "{rec:#?}");
@@ -647,6 +572,12 @@ fn samples_against_a_server_that_drops_every_other_reply() {
     let value = rec.value.unwrap();
     assert!(min <= value && value <= max, "{rec:#?}");
     assert!(samples.mean_ms.is_some() && samples.mdev_ms.is_some());
+
+    args.push("--human");
+    let run = probe(&args);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let line = "samples: 6 sent, 3 received";
+    assert!(run.stdout.contains(line), "{}", run.stdout);
 }
 
 #[test]
@@ -655,40 +586,24 @@ fn binary_messages_are_sent_and_matched_as_bytes() {
         return;
     };
     let url = url(&server, "/");
-    let run = probe(&[
-        &url,
-        "--interpretation",
-        "round_trip_latency",
-        "--send-hex",
-        "c0 00 ff",
-        "--expect-hex",
-        "00ff",
-    ]);
+    // send flag, message, expect flag, expectation
+    let round_trip = |send: [&str; 2], expect: [&str; 2]| {
+        let url = url.as_str();
+        let head = [
+            url,
+            "--interpretation",
+            "round_trip_latency",
+            "--timeout-ms",
+            "300",
+        ];
+        probe(&[&head[..], &send, &expect].concat())
+    };
+    let run = round_trip(["--send-hex", "c0 00 ff"], ["--expect-hex", "00ff"]);
     assert_good(&run, "round_trip_latency", "binary echo");
     // Text bytes match a binary reply too, and a mismatch shows hex.
-    let run = probe(&[
-        &url,
-        "--interpretation",
-        "round_trip_latency",
-        "--timeout-ms",
-        "300",
-        "--send-hex",
-        "6869",
-        "--expect",
-        "hi",
-    ]);
+    let run = round_trip(["--send-hex", "6869"], ["--expect", "hi"]);
     assert_good(&run, "round_trip_latency", "text matches binary");
-    let run = probe(&[
-        &url,
-        "--interpretation",
-        "round_trip_latency",
-        "--timeout-ms",
-        "300",
-        "--send-hex",
-        "c000",
-        "--expect-hex",
-        "d000",
-    ]);
+    let run = round_trip(["--send-hex", "c000"], ["--expect-hex", "d000"]);
     let rec = assert_failed(&run, "ws_reply_mismatch", "none matched");
     assert_eq!(rec.meta.last_reply.as_deref(), Some("hex:c000"));
 }

@@ -745,3 +745,16 @@ pub fn thread_cpu() -> Duration {
         .unwrap_or_else(|| panic!("unexpected schedstat contents: {text:?}"));
     Duration::from_nanos(ns)
 }
+
+/// `outcome`, or a panic naming its reason: a benchmark stops at the first
+/// failed probe.
+pub fn succeeded(outcome: wsprobe::outcome::Outcome) -> wsprobe::outcome::Outcome {
+    if let Some(reason) = outcome.reason {
+        panic!(
+            "probe failed: {} ({})",
+            reason.wire_name(),
+            outcome.meta.error.as_deref().unwrap_or("no detail")
+        );
+    }
+    outcome
+}

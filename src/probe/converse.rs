@@ -44,10 +44,7 @@ pub fn converse(
             ending: Ending::Close(CloseCode::Normal),
             last_reply: None,
         },
-        Some(exchange) if exchange.samples.count > 1 => {
-            sampled(ws, exchange, session, deadline, out)
-        }
-        Some(exchange) => once(ws, exchange, session, deadline, out),
+        Some(exchange) => sampled(ws, exchange, session, deadline, out),
     };
     if let (Some(session), Ending::Close(CloseCode::Normal)) = (session, &talked.ending) {
         if let Some(goodbye) = session.goodbye(spec.exchange.is_some()) {
@@ -106,31 +103,6 @@ fn late(out: &Outcome) -> (Failure, Ending) {
     (failure, Ending::Close(CloseCode::Normal))
 }
 
-/// One measured exchange: the probe's value is its round trip.
-fn once(
-    ws: &mut WebSocket<Transport>,
-    exchange: &Exchange,
-    session: Option<&Session>,
-    deadline: &Deadline,
-    out: &mut Outcome,
-) -> Talked {
-    match sample(ws, exchange, 1, session, deadline, out) {
-        Ok((sent, arrived)) => {
-            out.timings.rtt = Some(arrived.saturating_duration_since(sent));
-            Talked {
-                result: Ok(()),
-                ending: Ending::Close(CloseCode::Normal),
-                last_reply: Some(arrived),
-            }
-        }
-        Err((failure, ending)) => Talked {
-            result: Err(failure),
-            ending,
-            last_reply: None,
-        },
-    }
-}
-
 /// Sends sample `seq` and awaits its reply; the `after` message follows.
 fn sample(
     ws: &mut WebSocket<Transport>,
@@ -152,9 +124,10 @@ fn sample(
     Ok((sent, arrived))
 }
 
-/// `samples.count` exchanges on the socket, paced by the interval, each
-/// given `samples.timeout` for its reply. The value is the median of the
-/// replies that came; with none, the reason is the last sample's.
+/// `samples.count` exchanges on the socket (usually one), paced by the
+/// interval; with more than one, each is given `samples.timeout` for its
+/// reply. The value is the median of the replies that came; with none, the
+/// reason is the last sample's.
 fn sampled(
     ws: &mut WebSocket<Transport>,
     exchange: &Exchange,
@@ -183,7 +156,9 @@ fn sampled(
         // The sample's own deadline, within the run's.
         let sample_end = Instant::now() + plan.timeout;
         let own = match deadline.remaining() {
-            Some(left) if Instant::now() + left > sample_end => Deadline::at(sample_end),
+            Some(left) if plan.count > 1 && Instant::now() + left > sample_end => {
+                Deadline::at(sample_end)
+            }
             _ => *deadline,
         };
         ws.get_mut().tcp().set_deadline(own);
@@ -210,11 +185,13 @@ fn sampled(
         }
     }
     let spread = samples::spread(&mut rtts);
-    out.meta.samples = Some(SampleStats {
-        sent: sent_count,
-        received: rtts.len() as u32,
-        spread,
-    });
+    if plan.count > 1 {
+        out.meta.samples = Some(SampleStats {
+            sent: sent_count,
+            received: rtts.len() as u32,
+            spread,
+        });
+    }
     let result = match (spread, last_failure) {
         (Some(spread), _) => {
             out.timings.rtt = Some(spread.median);
