@@ -28,6 +28,9 @@ use crate::exchange::Message;
 use crate::probe::tls::TlsFactory;
 use crate::spec::{Interpretation, IpVersion, ProbeSpec, RoundTripScope};
 
+/// JSON text to a `Value` (a repeated key refused): the one JSON parser in
+/// the binary, which the presets also read replies with.
+pub use self::json::parse as parse_json;
 pub use self::url::parse_url;
 pub use self::words::{expand_env, suggest};
 

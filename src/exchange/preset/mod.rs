@@ -280,10 +280,17 @@ pub fn plan(kind: Kind, options: &mut Options, context: &Context) -> Plan {
     }
 }
 
+/// Parses `payload` as JSON, through the config's parser: one parser
+/// instance in the binary, not one per input type (the size budget).
+fn json(payload: &[u8]) -> Option<Value> {
+    let text = std::str::from_utf8(payload).ok()?;
+    crate::config::parse_json(text).ok()
+}
+
 /// Parses `payload` as a JSON object, if it is one.
 fn json_object(payload: &[u8]) -> Option<Map<String, Value>> {
-    match serde_json::from_slice(payload) {
-        Ok(Value::Object(object)) => Some(object),
+    match json(payload)? {
+        Value::Object(object) => Some(object),
         _ => None,
     }
 }

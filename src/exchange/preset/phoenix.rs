@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::{is_seq, refused, Plan, Reply};
+use super::{is_seq, json, refused, Plan, Reply};
 use crate::exchange::{Message, Verdict};
 
 pub(super) fn plan() -> Plan {
@@ -16,7 +16,7 @@ pub(super) fn plan() -> Plan {
 
 /// `[join_ref, ref, "phoenix", "phx_reply", {"status": ..., "response": ...}]`.
 pub(super) fn judge_reply(payload: &[u8], seq: u32) -> Verdict {
-    let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(payload) else {
+    let Some(Value::Array(items)) = json(payload) else {
         return Verdict::Skip;
     };
     let [_, reference, topic, event, body] = items.as_slice() else {

@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{is_seq, refused, Options, Plan, Reply};
+use super::{is_seq, json_object, refused, Options, Plan, Reply};
 use crate::exchange::{Message, Verdict};
 
 const SEPARATOR: u8 = 0x1e;
@@ -41,12 +41,7 @@ pub(super) fn plan(options: &mut Options) -> Plan {
 
 /// The JSON records in a frame (several may share one).
 fn records(payload: &[u8]) -> impl Iterator<Item = Map<String, Value>> + '_ {
-    payload
-        .split(|b| *b == SEPARATOR)
-        .filter_map(|record| match serde_json::from_slice(record) {
-            Ok(Value::Object(object)) => Some(object),
-            _ => None,
-        })
+    payload.split(|b| *b == SEPARATOR).filter_map(json_object)
 }
 
 /// The handshake response: an object without `type`; `error` refuses.
