@@ -581,6 +581,40 @@ fn samples_against_a_server_that_drops_every_other_reply() {
 }
 
 #[test]
+fn a_late_reply_is_never_taken_for_a_later_sample() {
+    // Odd messages are answered 150 ms late, past the 100 ms sample timeout:
+    // the late echo of "ping 1" arrives while sample 3 waits (sent at about
+    // 120 ms), and ${SEQ} makes it a skipped message, not sample 3's reply.
+    let Some(server) = node("late-odd", false) else {
+        return;
+    };
+    let url = url(&server, "/");
+    let run = probe(&[
+        url.as_str(),
+        "--interpretation",
+        "round_trip_latency",
+        "--send",
+        "ping ${SEQ}",
+        "--expect",
+        "ping ${SEQ}",
+        "--samples",
+        "4",
+        "--sample-timeout-ms",
+        "100",
+        "--sample-interval-ms",
+        "10",
+    ]);
+    let rec = assert_good(&run, "round_trip_latency", "late-odd");
+    let samples = rec.meta.samples.clone().expect("meta.samples");
+    assert_eq!((samples.sent, samples.received), (4, 2), "{rec:#?}");
+    assert!(rec.meta.skipped_messages >= Some(1), "{rec:#?}");
+    assert!(
+        samples.max_ms.unwrap() < 100.0,
+        "no late reply counted: {rec:#?}"
+    );
+}
+
+#[test]
 fn binary_messages_are_sent_and_matched_as_bytes() {
     let Some(server) = node("echo", false) else {
         return;

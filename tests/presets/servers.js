@@ -10,7 +10,8 @@
 // stomp-broker-js), phoenix (a FAKE written from the Phoenix V2 serializer:
 // there is no Phoenix server on npm/PyPI/Debian), echo (plain ws echo, the
 // baseline), drop-odd (ws: answers only every other message, for samples),
-// sio-ping-first (a FAKE Socket.IO server that pings before it answers).
+// sio-ping-first (a FAKE Socket.IO server that pings before it answers),
+// late-odd (ws: answers every other message 150 ms late).
 // --refuse: the protocol's usual refusal (GraphQL init refused, STOMP
 // ERROR on CONNECT, Socket.IO CONNECT_ERROR, MQTT CONNACK 5).
 //
@@ -147,6 +148,16 @@ async function main() {
       wsServer((ws) => {
         let n = 0;
         ws.on('message', (data, isBinary) => { n += 1; if (n % 2 === 1) ws.send(data, { binary: isBinary }); });
+      });
+      break;
+    case 'late-odd':
+      wsServer((ws) => {
+        let n = 0;
+        ws.on('message', (data, isBinary) => {
+          n += 1;
+          const delay = n % 2 === 1 ? 150 : 0;
+          setTimeout(() => ws.send(data, { binary: isBinary }), delay);
+        });
       });
       break;
     default:
