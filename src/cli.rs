@@ -152,7 +152,8 @@ fn parse_probe(args: &mut Args) -> Result<Command, UsageError> {
                 let (name, value) = raw.split_once('=').ok_or_else(|| {
                     UsageError(format!("--preset-option wants key=value, got {raw:?}"))
                 })?;
-                let value = serde_json::from_str(value).unwrap_or(Value::String(value.into()));
+                let value = crate::config::parse_json(value)
+                    .unwrap_or_else(|_| Value::String(value.into()));
                 preset.insert(name.to_owned(), value);
             }
             "--round-trip-scope" => insert(&mut fields, "round_trip_scope", text(args)?),

@@ -40,7 +40,7 @@ impl Expect {
         match self {
             Expect::Contains(bytes) => {
                 let wanted = message::fill_seq(bytes, seq);
-                if memchr::memmem::find(payload, &wanted).is_some() {
+                if memchr::memmem::Finder::new(&wanted).find(payload).is_some() {
                     Verdict::Match
                 } else {
                     Verdict::Skip

@@ -45,7 +45,15 @@ pub fn spread(rtts: &mut [Duration]) -> Option<Spread> {
     if rtts.is_empty() {
         return None;
     }
-    rtts.sort_unstable();
+    // At most 100 values: an insertion sort, a few instructions where a
+    // library sort would add kilobytes to the binary.
+    for i in 1..rtts.len() {
+        let mut j = i;
+        while j > 0 && rtts[j - 1] > rtts[j] {
+            rtts.swap(j - 1, j);
+            j -= 1;
+        }
+    }
     let n = rtts.len();
     let median = if n % 2 == 1 {
         rtts[n / 2]

@@ -238,12 +238,15 @@ impl<'a> Options<'a> {
             Value::Array(items) => {
                 Value::Array(items.iter().map(|v| self.expand(option, v)).collect())
             }
-            Value::Object(object) => Value::Object(
-                object
-                    .iter()
-                    .map(|(k, v)| (k.clone(), self.expand(option, v)))
-                    .collect(),
-            ),
+            Value::Object(object) => {
+                // Inserted one by one: collecting would build the map
+                // through a sort of its own, code the binary has no room for.
+                let mut expanded = Map::new();
+                for (key, item) in object {
+                    expanded.insert(key.clone(), self.expand(option, item));
+                }
+                Value::Object(expanded)
+            }
             other => other.clone(),
         }
     }

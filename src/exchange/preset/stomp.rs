@@ -50,7 +50,9 @@ fn command(payload: &[u8]) -> &[u8] {
 
 /// A header's value in a frame (the first occurrence wins, as 1.2 says).
 fn header<'p>(payload: &'p [u8], name: &str) -> Option<&'p [u8]> {
-    let head_end = memchr::memmem::find(payload, b"\n\n").unwrap_or(payload.len());
+    let head_end = memchr::memmem::Finder::new(b"\n\n")
+        .find(payload)
+        .unwrap_or(payload.len());
     payload[..head_end]
         .split(|b| *b == b'\n')
         .skip(1)
