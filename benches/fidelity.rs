@@ -98,8 +98,7 @@ use std::time::{Duration, Instant};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use tungstenite::WebSocket;
 
-use support::{DelayRelay, Pass, RelaySamples};
-use wsprobe::outcome::Outcome;
+use support::{succeeded, DelayRelay, Pass, RelaySamples};
 use wsprobe::probe;
 
 const WARM_UP: usize = 5;
@@ -794,17 +793,6 @@ fn pin_to(cpu: usize) {
         "sched_setaffinity to CPU {cpu}: {}",
         std::io::Error::last_os_error()
     );
-}
-
-fn succeeded(outcome: Outcome) -> Outcome {
-    if let Some(reason) = outcome.reason {
-        panic!(
-            "probe failed: {} ({})",
-            reason.wire_name(),
-            outcome.meta.error.as_deref().unwrap_or("no detail")
-        );
-    }
-    outcome
 }
 
 fn timing(value: Option<Duration>) -> f64 {

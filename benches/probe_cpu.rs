@@ -26,6 +26,8 @@ use wsprobe::outcome::{Outcome, Timings};
 use wsprobe::probe;
 use wsprobe::spec::ProbeSpec;
 
+use support::thread_cpu;
+
 const WARM_UP: usize = 50;
 /// The measured runs are also timed in this many equal batches, to show
 /// how much the figure moved while the benchmark ran (other work on the
@@ -223,23 +225,6 @@ fn succeeded(outcome: Outcome) -> Timings {
         );
     }
     outcome.timings
-}
-
-/// CPU time this thread has used: the first field of its schedstat (ns).
-///
-/// The kernel brings the running thread's figure up to date only at a tick
-/// or a context switch; yielding first forces that update, so the reading
-/// is exact to the microsecond rather than to a tick.
-fn thread_cpu() -> Duration {
-    std::thread::yield_now();
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat")
-        .expect("read /proc/thread-self/schedstat (Linux only)");
-    let ns = text
-        .split_whitespace()
-        .next()
-        .and_then(|field| field.parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("unexpected schedstat contents: {text:?}"));
-    Duration::from_nanos(ns)
 }
 
 struct Summary {

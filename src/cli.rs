@@ -31,6 +31,15 @@ probe flags (the config's probe fields):
   --timeout-ms N            deadline for the whole run, 100 to 30000 (default 10000)
   --send TEXT               message to send (round_trip_latency only)
   --expect TEXT             substring the reply must contain (default: any reply)
+  --send-hex HEX            send these bytes as a binary message instead
+  --expect-hex HEX          bytes the reply must contain (text or binary reply)
+  --samples N               measured exchanges per run on one socket, 1 to 100
+  --sample-timeout-ms N     one sample's wait for its reply (default 1000)
+  --sample-interval-ms N    least time between two samples' sends (default 100)
+  --preset NAME             speak an application protocol (graphql-transport-ws,
+                            graphql-ws, socket.io, mqtt, stomp, phoenix, signalr,
+                            json-rpc); see docs/protocols.md
+  --preset-option KEY=VAL   a preset option (VAL is JSON, or else a string)
   --round-trip-scope S      message (default) or open_and_message
   --protocol NAME           subprotocol to offer (repeatable)
   --header 'Name: value'    extra handshake header (repeatable)
@@ -140,12 +149,28 @@ fn parse_probe(args: &mut Args) -> Result<Command, UsageError> {
     let mut labels = Map::new();
     let mut tls = Map::new();
     let mut thresholds = Map::new();
+    let mut preset = Map::new();
     while let Some(arg) = args.next() {
         let text = |args: &mut Args| args.value(&arg).map(Value::String);
         match arg.as_str() {
             "--interpretation" => insert(&mut fields, "interpretation", text(args)?),
             "--send" => insert(&mut fields, "send_message", text(args)?),
             "--expect" => insert(&mut fields, "expect_message", text(args)?),
+            "--send-hex" => insert(&mut fields, "send_message", hex(text(args)?)),
+            "--expect-hex" => insert(&mut fields, "expect_message", hex(text(args)?)),
+            "--samples" => insert(&mut fields, "samples", args.number(&arg)?),
+            "--sample-timeout-ms" => insert(&mut fields, "sample_timeout_ms", args.number(&arg)?),
+            "--sample-interval-ms" => insert(&mut fields, "sample_interval_ms", args.number(&arg)?),
+            "--preset" => insert(&mut preset, "name", text(args)?),
+            "--preset-option" => {
+                let raw = args.value(&arg)?;
+                let (name, value) = raw.split_once('=').ok_or_else(|| {
+                    UsageError(format!("--preset-option wants key=value, got {raw:?}"))
+                })?;
+                let value = crate::config::parse_json(value)
+                    .unwrap_or_else(|_| Value::String(value.into()));
+                preset.insert(name.to_owned(), value);
+            }
             "--round-trip-scope" => insert(&mut fields, "round_trip_scope", text(args)?),
             "--timeout-ms" => insert(&mut fields, "timeout_ms", args.number(&arg)?),
             "--max-message-bytes" => insert(&mut fields, "max_message_bytes", args.number(&arg)?),
@@ -224,6 +249,12 @@ fn parse_probe(args: &mut Args) -> Result<Command, UsageError> {
     if !protocols.is_empty() {
         fields.insert("protocols".into(), Value::Array(protocols));
     }
+    if !preset.is_empty() {
+        if !preset.contains_key("name") {
+            return Err(UsageError("--preset-option needs --preset NAME".into()));
+        }
+        fields.insert("preset".into(), Value::Object(preset));
+    }
     Ok(Command::Probe(AdHoc {
         fields,
         count,
@@ -287,6 +318,13 @@ fn parse_reflect(args: &mut Args) -> Result<Command, UsageError> {
     Ok(Command::Reflect(options))
 }
 
+/// A binary message as the config writes it: `{"hex": ...}`.
+fn hex(digits: Value) -> Value {
+    let mut object = Map::new();
+    object.insert("hex".into(), digits);
+    Value::Object(object)
+}
+
 fn insert(map: &mut Map<String, Value>, key: &str, value: Value) {
     map.insert(key.to_owned(), value);
 }
@@ -323,6 +361,13 @@ fn unexpected(arg: &str) -> UsageError {
         "--max-connections",
         "--max-per-address",
         "--idle-timeout-ms",
+        "--send-hex",
+        "--expect-hex",
+        "--samples",
+        "--sample-timeout-ms",
+        "--sample-interval-ms",
+        "--preset",
+        "--preset-option",
     ];
     match crate::config::suggest(arg, &known) {
         Some(s) => UsageError(format!("unknown argument {arg:?} (did you mean {s}?)")),

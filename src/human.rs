@@ -50,6 +50,26 @@ pub fn line(seq: u64, spec: &ProbeSpec, outcome: &Outcome) -> String {
             line.push_str(&format!(" (open {:.3} ms)", record::millis(open)));
         }
     }
+    if let Some(step) = &outcome.meta.step {
+        line.push_str(&format!(" [in {step}]"));
+    }
+    if let Some(samples) = &outcome.meta.samples {
+        line.push_str(&format!(
+            "\n  samples: {} sent, {} received",
+            samples.sent, samples.received
+        ));
+        if let Some(s) = &samples.spread {
+            let ms = |d| record::millis(d);
+            line.push_str(&format!(
+                ", median {:.3} ms, min/avg/max/mdev = {:.3}/{:.3}/{:.3}/{:.3} ms",
+                ms(s.median),
+                ms(s.min),
+                ms(s.mean),
+                ms(s.max),
+                ms(s.mdev)
+            ));
+        }
+    }
     line
 }
 

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod exchange;
 pub mod human;
 pub mod messages;
 pub mod once;

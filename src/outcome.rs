@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::exchange::samples::SampleStats;
+
 /// Why a run has no good value. The wire names are the contract's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
@@ -68,7 +70,10 @@ pub struct Timings {
     pub upgrade: Option<Duration>,
     /// From the probe's start until the socket was open.
     pub open: Option<Duration>,
-    /// From the write of `send_message` to the matching reply.
+    /// The prelude, from its first step to the end of its last.
+    pub prelude: Option<Duration>,
+    /// From the write of `send_message` to the matching reply (the median
+    /// of the samples that got one).
     pub rtt: Option<Duration>,
     /// From the probe's start to the end of the measurement (close excluded).
     pub total: Option<Duration>,
@@ -92,6 +97,10 @@ pub struct Meta {
     pub close_reason: Option<String>,
     pub close_clean: Option<bool>,
     pub phase: Option<Phase>,
+    /// The prelude step a failure happened in (`prelude[2]`).
+    pub step: Option<String>,
+    /// Present when the probe takes more than one sample.
+    pub samples: Option<SampleStats>,
     pub error: Option<String>,
     /// The earliest notAfter (Unix seconds) in the chain the server sent;
     /// for the metrics, not in the record.

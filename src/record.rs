@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::clock;
+use crate::exchange::samples::SampleStats;
 use crate::outcome::{Outcome, Timings};
 use crate::spec::{Interpretation, ProbeSpec};
 
@@ -68,6 +69,10 @@ pub struct WireMeta<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phase: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub samples: Option<WireSamples>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clock_unsynced: Option<bool>,
@@ -89,9 +94,40 @@ pub struct WireTimings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub open_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub prelude_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_ms: Option<f64>,
+}
+
+/// `meta.samples`: how many went and came back, and their spread.
+#[derive(Debug, Serialize)]
+pub struct WireSamples {
+    pub sent: u32,
+    pub received: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mdev_ms: Option<f64>,
+}
+
+impl From<&SampleStats> for WireSamples {
+    fn from(stats: &SampleStats) -> Self {
+        let spread = stats.spread.as_ref();
+        WireSamples {
+            sent: stats.sent,
+            received: stats.received,
+            min_ms: spread.map(|s| millis(s.min)),
+            max_ms: spread.map(|s| millis(s.max)),
+            mean_ms: spread.map(|s| millis(s.mean)),
+            mdev_ms: spread.map(|s| millis(s.mdev)),
+        }
+    }
 }
 
 impl From<&Timings> for WireTimings {
@@ -103,6 +139,7 @@ impl From<&Timings> for WireTimings {
             tls_ms: t.tls.map(millis),
             upgrade_ms: t.upgrade.map(millis),
             open_ms: t.open.map(millis),
+            prelude_ms: t.prelude.map(millis),
             rtt_ms: t.rtt.map(millis),
             total_ms: t.total.map(millis),
         }
@@ -117,7 +154,12 @@ pub fn millis(d: Duration) -> f64 {
 /// The record's `value`: `None` exactly when the run has no data.
 pub fn value(spec: &ProbeSpec, outcome: &Outcome) -> Option<f64> {
     match spec.interpretation {
-        Interpretation::ConnectionSuccess => Some(if outcome.opened { 1.0 } else { 0.0 }),
+        // With a prelude, the socket is a success only once it completed.
+        Interpretation::ConnectionSuccess => Some(if outcome.opened && outcome.reason.is_none() {
+            1.0
+        } else {
+            0.0
+        }),
         _ if outcome.reason.is_some() => None,
         Interpretation::HandshakeLatency => outcome.timings.open.map(millis),
         Interpretation::RoundTripLatency => {
@@ -180,6 +222,8 @@ impl<'a> Record<'a> {
                 close_reason: meta.close_reason.as_deref(),
                 close_clean: meta.close_clean,
                 phase: meta.phase.map(|p| p.wire_name()),
+                step: meta.step.as_deref(),
+                samples: meta.samples.as_ref().map(WireSamples::from),
                 error: meta.error.as_deref(),
                 clock_unsynced: clock::is_unsynced(outcome.started_at).then_some(true),
             },

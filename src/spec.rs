@@ -9,6 +9,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::exchange::{Exchange, RoundTripScope};
+use crate::exchange::{Session, Step};
+
 /// What the record's `value` means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Interpretation {
@@ -35,24 +38,6 @@ impl Interpretation {
     pub fn from_wire(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|i| i.wire_name() == name)
     }
-}
-
-/// Where the round-trip value starts counting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RoundTripScope {
-    /// From the moment the message was written (the seed's table).
-    Message,
-    /// From the start of the probe, so the open is included.
-    OpenAndMessage,
-}
-
-/// The round-trip exchange; present exactly on `round_trip_latency` probes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Exchange {
-    pub send: String,
-    /// Substring a reply must contain; empty accepts any reply.
-    pub expect: Vec<u8>,
-    pub scope: RoundTripScope,
 }
 
 /// Health thresholds in milliseconds (`healthy_below <= unhealthy_above`).
@@ -228,6 +213,11 @@ pub struct ProbeSpec {
     pub interval: Duration,
     /// Present exactly when `interpretation` is round-trip.
     pub exchange: Option<Exchange>,
+    /// Steps after the open, before the measured exchange (any
+    /// interpretation); `${NAME}` already expanded.
+    pub prelude: Vec<Step>,
+    /// A preset's keepalive answers and goodbye.
+    pub session: Option<Session>,
     pub protocols: Vec<String>,
     /// Extra handshake headers, in file order; values are secret.
     pub headers: Vec<(String, String)>,

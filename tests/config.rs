@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use wsprobe::config::{self, Config, ConfigError};
+use wsprobe::exchange::{Expect, Message};
 use wsprobe::spec::{Interpretation, ProbeSpec, RoundTripScope, Thresholds};
 
 use support::{run_command, Run, TempDir};
@@ -400,6 +401,95 @@ const INVALID: &[(&str, &[&str])] = &[
         &[r#"probe "edge": proxy: 2001:db8::3128 does not fit ip_version 4"#],
     ),
     ("invalid-many-problems.json", MANY_PROBLEMS),
+    // messages, prelude, samples, presets (issue 13)
+    (
+        "invalid-message-bad-hex.json",
+        &[
+            r#"probe "mqtt-ping": expect_message: base64 "0A=A" has a character outside the standard alphabet ('=')"#,
+            r#"probe "mqtt-ping": send_message: hex "c0 0g" has a character that is not a hex digit ("0g")"#,
+        ],
+    ),
+    (
+        "invalid-message-not-a-message.json",
+        &[
+            r#"probe "edge": expect_message: must be a string (text) or {"hex": ...} / {"base64": ...} (binary) (got 42)"#,
+            r#"probe "edge": send_message: a binary message has exactly one key, "hex" or "base64""#,
+        ],
+    ),
+    (
+        "invalid-prelude-bad-steps.json",
+        &[
+            r#"probe "edge": prelude[1]: must be an object with "send", "expect" or both"#,
+            r#"probe "edge": prelude[2].sned: unknown field (did you mean "send"?)"#,
+            r#"probe "edge": prelude[3].send: hex "abc" has an odd number of digits (3)"#,
+            r#"probe "edge": prelude[4].send: environment variable WSPROBE_TEST_UNSET is not set (used as ${WSPROBE_TEST_UNSET})"#,
+        ],
+    ),
+    (
+        "invalid-prelude-in-defaults.json",
+        &[
+            r#"defaults: prelude: cannot be set in defaults; every probe sets its own"#,
+            r#"defaults: preset: cannot be set in defaults; every probe sets its own"#,
+        ],
+    ),
+    (
+        "invalid-prelude-too-many-steps.json",
+        &[r#"probe "edge": prelude: has 17 steps; at most 16"#],
+    ),
+    (
+        "invalid-preset-conflicts.json",
+        &[
+            r#"probe "gql": protocols: cannot be set beside preset "graphql-transport-ws", which sets its subprotocols"#,
+            r#"probe "gql": prelude: cannot be set beside preset "graphql-transport-ws", which sets its prelude"#,
+            r#"probe "gql": send_message: cannot be set beside preset "graphql-transport-ws", which sets the measured message"#,
+            r#"probe "gql": expect_message: cannot be set beside preset "graphql-transport-ws", which sets the measured reply"#,
+        ],
+    ),
+    (
+        "invalid-preset-options.json",
+        &[
+            r#"probe "broker": preset.qos: unknown option; mqtt takes version, client_id, username, password"#,
+            r#"probe "broker": preset.version: must be 4 (MQTT 3.1.1) or 5 (got 3)"#,
+            r#"probe "broker": preset.password: environment variable WSPROBE_TEST_UNSET is not set (used as ${WSPROBE_TEST_UNSET})"#,
+            r#"probe "rpc": preset.params: must be a JSON array or object (got "none")"#,
+        ],
+    ),
+    (
+        "invalid-preset-samples.json",
+        &[
+            r#"probe "sio": samples: preset "socket.io" takes one sample per run: a namespace is connected once per socket"#,
+            r#"probe "hub": samples: preset "signalr" takes one sample per run: the handshake happens once per connection; set the invoke option to time a hub method instead"#,
+            r#"probe "queue": samples: preset "stomp" takes one sample per run: the measured DISCONNECT receipt ends the STOMP session"#,
+        ],
+    ),
+    (
+        "invalid-preset-unknown.json",
+        &[
+            r#"probe "edge": preset: unknown preset "mqt"; presets (options): graphql-transport-ws (payload); graphql-ws (payload, query); socket.io (namespace); mqtt (version, client_id, username, password); stomp (host, login, passcode); phoenix; signalr (invoke, arguments); json-rpc (method, params) (did you mean "mqtt"?)"#,
+            r#"probe "nameless": preset.name: is missing: the preset's name, a string"#,
+        ],
+    ),
+    (
+        "invalid-samples-do-not-fit.json",
+        &[
+            r#"probe "edge": samples: (11 - 1) x sample_interval_ms (500) = 5000 ms must be below timeout_ms (5000)"#,
+            r#"probe "open-too": samples: above 1 needs round_trip_scope "message": the open is paid once"#,
+        ],
+    ),
+    (
+        "invalid-samples-not-round-trip.json",
+        &[
+            r#"probe "edge": samples: only round_trip_latency probes take it"#,
+            r#"probe "edge": sample_interval_ms: only round_trip_latency probes take it"#,
+        ],
+    ),
+    (
+        "invalid-samples-out-of-range.json",
+        &[
+            r#"probe "edge": sample_timeout_ms: must be from 10 to 30000 (got 5)"#,
+            r#"probe "edge": samples: must be from 1 to 100 (got 101)"#,
+        ],
+    ),
 ];
 
 // ---------------------------------------------------------------------------
@@ -710,8 +800,11 @@ fn the_all_fields_config_merges_into_the_expected_specs() {
     let rtt = probe(&config, "stream-rtt");
     assert_eq!(rtt.interpretation, Interpretation::RoundTripLatency);
     let exchange = rtt.exchange.as_ref().expect("round-trip exchange");
-    assert_eq!(exchange.send, r#"{"op":"ping"}"#);
-    assert_eq!(exchange.expect, br#""op":"pong""#);
+    assert_eq!(exchange.send, Message::Text(r#"{"op":"ping"}"#.into()));
+    assert_eq!(
+        exchange.expect,
+        Expect::Contains(br#""op":"pong""#.to_vec())
+    );
     assert_eq!(exchange.scope, RoundTripScope::OpenAndMessage);
     assert_eq!(rtt.timeout, Duration::from_millis(5_000));
     assert_eq!(rtt.interval, Duration::from_millis(30_000));
@@ -791,8 +884,8 @@ fn defaults_apply_only_to_the_probes_they_fit() {
     assert_eq!((&up.exchange, up.thresholds, &up.tls), (&None, None, &None));
     let rtt = probe(&config, "rtt");
     let exchange = rtt.exchange.as_ref().expect("exchange from defaults");
-    assert_eq!(exchange.send, "ping");
-    assert_eq!(exchange.expect, b"pong");
+    assert_eq!(exchange.send, Message::Text("ping".into()));
+    assert_eq!(exchange.expect, Expect::Contains(b"pong".to_vec()));
     assert_eq!(exchange.scope, RoundTripScope::OpenAndMessage);
     let tls = &rtt.tls.as_ref().expect("defaults.tls on wss://").options;
     assert_eq!(tls.server_name.as_deref(), Some("stream.example.com"));
@@ -820,7 +913,10 @@ fn defaults_ping_mode_none_is_not_applied_to_round_trip() {
         rtt.exchange.as_ref().unwrap().scope,
         RoundTripScope::Message
     );
-    assert_eq!(rtt.exchange.as_ref().unwrap().expect, b"");
+    assert_eq!(
+        rtt.exchange.as_ref().unwrap().expect,
+        Expect::Contains(Vec::new())
+    );
 }
 
 #[test]

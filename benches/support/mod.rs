@@ -739,3 +739,33 @@ fn serve_open<S: Read + Write>(
     stats.open.fetch_sub(1, Ordering::Relaxed);
     finish(ws.get_mut());
 }
+
+/// CPU time this thread has used: the first field of its schedstat (ns).
+///
+/// The kernel brings the running thread's figure up to date only at a tick
+/// or a context switch; yielding first forces that update, so the reading
+/// is exact to the microsecond rather than to a tick.
+pub fn thread_cpu() -> Duration {
+    thread::yield_now();
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .expect("read /proc/thread-self/schedstat (Linux only)");
+    let ns = text
+        .split_whitespace()
+        .next()
+        .and_then(|field| field.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("unexpected schedstat contents: {text:?}"));
+    Duration::from_nanos(ns)
+}
+
+/// `outcome`, or a panic naming its reason: a benchmark stops at the first
+/// failed probe.
+pub fn succeeded(outcome: wsprobe::outcome::Outcome) -> wsprobe::outcome::Outcome {
+    if let Some(reason) = outcome.reason {
+        panic!(
+            "probe failed: {} ({})",
+            reason.wire_name(),
+            outcome.meta.error.as_deref().unwrap_or("no detail")
+        );
+    }
+    outcome
+}

@@ -11,6 +11,7 @@ use super::{
     ConfigError, Fields, Loader, INTERVAL_MS, MAX_MESSAGE_BYTES, THRESHOLD_FIELDS, TIMEOUT_MS,
     TLS_FIELDS,
 };
+use crate::exchange;
 use crate::spec::{Interpretation, IpVersion, RoundTripScope};
 
 impl Loader<'_> {
@@ -60,8 +61,16 @@ impl Loader<'_> {
                         "message or open_and_message",
                     );
                 }
-                "send_message" => f.send_message = self.string(place, field, value),
-                "expect_message" => f.expect_message = self.string(place, field, value),
+                "send_message" => f.send_message = self.message(place, field, value, false),
+                "expect_message" => f.expect_message = self.message(place, field, value, false),
+                "samples" => f.samples = self.ranged(place, field, value, exchange::SAMPLES),
+                "sample_timeout_ms" => {
+                    f.sample_timeout_ms = self.ranged(place, field, value, exchange::SAMPLE_TIMEOUT_MS)
+                }
+                "sample_interval_ms" => {
+                    f.sample_interval_ms =
+                        self.ranged(place, field, value, exchange::SAMPLE_INTERVAL_MS)
+                }
                 "protocols" => f.protocols = self.protocols(place, value),
                 "headers" => f.headers = self.headers(place, value),
                 "labels" => f.labels = self.labels(place, field, value),

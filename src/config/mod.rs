@@ -6,9 +6,11 @@
 //!
 //! `fields` checks each field on its own, `probe` merges a probe with the
 //! defaults and applies the rules that tie fields together, `url` parses
-//! the URL, `proxy` the proxy and the environment's proxy rules, and `words` holds the small text rules (names, tokens,
-//! `${NAME}`, "did you mean").
+//! the URL, `proxy` the proxy and the environment's proxy rules,
+//! `exchange` the messages, prelude, samples and presets, and `words`
+//! holds the small text rules (names, tokens, `${NAME}`, "did you mean").
 
+mod exchange;
 mod fields;
 mod json;
 mod probe;
@@ -25,9 +27,13 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use self::proxy::{EnvProxies, ProxyChoice};
+use crate::exchange::Message;
 use crate::probe::tls::TlsFactory;
 use crate::spec::{Interpretation, IpVersion, ProbeSpec, RoundTripScope};
 
+/// JSON text to a `Value` (a repeated key refused): the one JSON parser in
+/// the binary, which the presets also read replies with.
+pub use self::json::parse as parse_json;
 pub use self::url::parse_url;
 pub use self::words::{expand_env, suggest};
 
@@ -35,7 +41,7 @@ pub use self::words::{expand_env, suggest};
 /// loader checks only that it is a string.
 pub const TOP_LEVEL_FIELDS: [&str; 5] = ["$schema", "labels", "defaults", "output", "probes"];
 pub const OUTPUT_FIELDS: [&str; 3] = ["ndjson", "prometheus_textfile", "prometheus_listen"];
-pub const PROBE_FIELDS: [&str; 20] = [
+pub const PROBE_FIELDS: [&str; 25] = [
     "name",
     "url",
     "interpretation",
@@ -56,13 +62,20 @@ pub const PROBE_FIELDS: [&str; 20] = [
     "source_ip",
     "fwmark",
     "proxy",
+    "prelude",
+    "preset",
+    "samples",
+    "sample_timeout_ms",
+    "sample_interval_ms",
 ];
+/// Probe fields that only a probe sets, never `defaults`.
+pub const PROBE_ONLY_FIELDS: [&str; 4] = ["name", "url", "prelude", "preset"];
 pub const THRESHOLD_FIELDS: [&str; 2] = ["healthy_below", "unhealthy_above"];
 pub const TLS_FIELDS: [&str; 3] = ["ca_file", "server_name", "insecure_skip_verify"];
 
 /// Every object the loader reads, by the name its errors use, with the keys
-/// it knows there (`defaults` knows the probe's fields but `name` and
-/// `url`). tests/schema.rs holds config.schema.json to this list: a list
+/// it knows there (`defaults` knows the probe's fields but those only a
+/// probe sets). tests/schema.rs holds config.schema.json to this list: a list
 /// added here belongs here too.
 pub fn known_fields() -> Vec<(&'static str, Vec<&'static str>)> {
     vec![
@@ -75,12 +88,12 @@ pub fn known_fields() -> Vec<(&'static str, Vec<&'static str>)> {
     ]
 }
 
-/// The fields `defaults` may set: every probe field but `name` and `url`.
+/// The fields `defaults` may set: every probe field but those only a probe sets.
 fn default_fields() -> Vec<&'static str> {
     PROBE_FIELDS
         .iter()
         .copied()
-        .filter(|f| *f != "name" && *f != "url")
+        .filter(|f| !PROBE_ONLY_FIELDS.contains(f))
         .collect()
 }
 
@@ -251,8 +264,11 @@ struct Fields {
     interval_ms: Option<u64>,
     /// `true` for `message`, `false` for `none`.
     ping_mode_message: Option<bool>,
-    send_message: Option<String>,
-    expect_message: Option<String>,
+    send_message: Option<Message>,
+    expect_message: Option<Message>,
+    samples: Option<u64>,
+    sample_timeout_ms: Option<u64>,
+    sample_interval_ms: Option<u64>,
     protocols: Option<Vec<String>>,
     headers: Option<Vec<(String, String)>>,
     labels: Option<BTreeMap<String, String>>,
@@ -371,7 +387,7 @@ impl<'a> Loader<'a> {
         }
         let defaults = match root.get("defaults") {
             Some(Value::Object(object)) => {
-                for forbidden in ["name", "url"] {
+                for forbidden in PROBE_ONLY_FIELDS {
                     if object.contains_key(forbidden) {
                         self.error(
                             "defaults",
@@ -383,7 +399,7 @@ impl<'a> Loader<'a> {
                 let known = default_fields();
                 let unknown: Map<String, Value> = object
                     .iter()
-                    .filter(|(k, _)| k.as_str() != "name" && k.as_str() != "url")
+                    .filter(|(k, _)| !PROBE_ONLY_FIELDS.contains(&k.as_str()))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 self.unknown_keys("defaults", "", &unknown, &known);

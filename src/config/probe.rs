@@ -13,6 +13,8 @@ use super::{
     parse_url, Fields, Loader, DEFAULT_INTERVAL_MS, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TIMEOUT_MS,
     PROBE_FIELDS,
 };
+use crate::exchange::preset::{Context, Kind, Plan};
+use crate::exchange::{Expect, Samples, Session, DEFAULT_SAMPLE_INTERVAL, DEFAULT_SAMPLE_TIMEOUT};
 use crate::redact;
 use crate::spec::{
     Exchange, Interpretation, IpVersion, ProbeSpec, Proxy, RoundTripScope, Route, Target,
@@ -60,7 +62,8 @@ impl Loader<'_> {
             own: &own,
             defaults,
         };
-        let url = self.probe_url(&place, object);
+        let mut url = self.probe_url(&place, object);
+        let preset = self.probe_preset(&place, object, &own, name.as_deref(), url.as_mut());
         // One already reported wrong stands in as the likeliest intent, so
         // that the rules tied to it add no errors that are not there (a
         // typo in "round_trip_latency" is no reason to call send_message
@@ -73,7 +76,12 @@ impl Loader<'_> {
             },
         );
 
-        let exchange = self.exchange(&place, object, &fields, interpretation);
+        let exchange = self.exchange(&place, object, &fields, interpretation, preset.as_ref());
+        let prelude = match (&preset, object.get("prelude")) {
+            (Some((_, plan)), _) => Some(plan.prelude.clone()),
+            (None, Some(value)) => self.prelude(&place, value),
+            (None, None) => Some(Vec::new()),
+        };
         let thresholds = self.thresholds_for(&place, &fields, interpretation);
         let timeout_ms = fields.get(|f| &f.timeout_ms).unwrap_or(DEFAULT_TIMEOUT_MS);
         let interval_ms = fields
@@ -123,7 +131,15 @@ impl Loader<'_> {
             timeout: Duration::from_millis(timeout_ms),
             interval: Duration::from_millis(interval_ms),
             exchange,
-            protocols: fields.get(|f| &f.protocols).unwrap_or_default(),
+            prelude: prelude?,
+            protocols: match &preset {
+                Some((_, plan)) => plan.protocols.clone(),
+                None => fields.get(|f| &f.protocols).unwrap_or_default(),
+            },
+            session: preset.map(|(kind, plan)| Session {
+                kind,
+                measured_ends_session: plan.measured_ends_session,
+            }),
             headers,
             labels,
             route,
@@ -217,14 +233,45 @@ impl Loader<'_> {
         }
     }
 
-    /// The round trip's message, expectation and scope; `ping_mode` is
-    /// checked here too, as it only says whether there is a message.
+    /// The preset, if the probe names one: checked, its conflicts
+    /// reported, and the query parameters it needs added to the URL.
+    /// `Err` when the probe names one that is wrong.
+    fn probe_preset(
+        &mut self,
+        place: &str,
+        object: &Map<String, Value>,
+        own: &Fields,
+        name: Option<&str>,
+        url: Option<&mut (Target, String)>,
+    ) -> Option<(Kind, Plan)> {
+        let value = object.get("preset")?;
+        let host = url
+            .as_ref()
+            .map(|(t, _)| t.host.clone())
+            .unwrap_or_default();
+        let context = Context {
+            probe: name.unwrap_or(super::AD_HOC_NAME),
+            host: &host,
+            env: self.env,
+        };
+        let (kind, plan) = self.preset(place, value, &context)?;
+        self.preset_conflicts(place, own, object, kind);
+        if let Some((target, _)) = url {
+            add_query(&mut target.path_and_query, &plan.query);
+        }
+        Some((kind, plan))
+    }
+
+    /// The round trip's message, expectation, scope and samples;
+    /// `ping_mode` is checked here too, as it only says whether there is a
+    /// message.
     fn exchange(
         &mut self,
         place: &str,
         object: &Map<String, Value>,
         fields: &Merged,
         interpretation: Interpretation,
+        preset: Option<&(Kind, Plan)>,
     ) -> Option<Exchange> {
         let round_trip = interpretation == Interpretation::RoundTripLatency;
         // Set on a probe that is no round trip, these are errors; from
@@ -234,6 +281,12 @@ impl Loader<'_> {
                 (fields.own.send_message.is_some(), "send_message"),
                 (fields.own.expect_message.is_some(), "expect_message"),
                 (fields.own.round_trip_scope.is_some(), "round_trip_scope"),
+                (fields.own.samples.is_some(), "samples"),
+                (fields.own.sample_timeout_ms.is_some(), "sample_timeout_ms"),
+                (
+                    fields.own.sample_interval_ms.is_some(),
+                    "sample_interval_ms",
+                ),
             ] {
                 if set {
                     self.error(place, field, "only round_trip_latency probes take it");
@@ -267,21 +320,100 @@ impl Loader<'_> {
         if !round_trip {
             return None;
         }
-        let send = fields.get(|f| &f.send_message);
-        // A send_message of the wrong type was reported where it was read.
-        if send.is_none() && !object.contains_key("send_message") {
-            self.error(place, "send_message", "is required for round_trip_latency");
-        }
+        let scope = fields
+            .get(|f| &f.round_trip_scope)
+            .unwrap_or(RoundTripScope::Message);
+        let samples = self.samples(place, object, fields, scope, preset);
+        let (send, expect, after) = match preset {
+            Some((_, plan)) => (
+                Some(plan.send.clone()),
+                Expect::Reply(plan.expect),
+                plan.after.clone(),
+            ),
+            // A preset named wrong was reported; it would have set these.
+            None if object.contains_key("preset") => return None,
+            None => {
+                let send = fields.get(|f| &f.send_message);
+                // A send_message of the wrong type was reported where it was read.
+                if send.is_none() && !object.contains_key("send_message") {
+                    self.error(place, "send_message", "is required for round_trip_latency");
+                }
+                let expect = fields.get(|f| &f.expect_message);
+                let expect = expect.map(|m| m.bytes().to_vec()).unwrap_or_default();
+                (send, Expect::Contains(expect), None)
+            }
+        };
         Some(Exchange {
             send: send?,
-            expect: fields
-                .get(|f| &f.expect_message)
-                .unwrap_or_default()
-                .into_bytes(),
-            scope: fields
-                .get(|f| &f.round_trip_scope)
-                .unwrap_or(RoundTripScope::Message),
+            expect,
+            after,
+            scope,
+            samples: samples?,
         })
+    }
+
+    /// `samples` and its pacing, checked against the timeout and the preset.
+    fn samples(
+        &mut self,
+        place: &str,
+        object: &Map<String, Value>,
+        fields: &Merged,
+        scope: RoundTripScope,
+        preset: Option<&(Kind, Plan)>,
+    ) -> Option<Samples> {
+        let count = fields.get(|f| &f.samples).unwrap_or(1);
+        let samples = Samples {
+            count: count as u32,
+            timeout: fields
+                .get(|f| &f.sample_timeout_ms)
+                .map_or(DEFAULT_SAMPLE_TIMEOUT, Duration::from_millis),
+            interval: fields
+                .get(|f| &f.sample_interval_ms)
+                .map_or(DEFAULT_SAMPLE_INTERVAL, Duration::from_millis),
+        };
+        if count <= 1 {
+            return Some(samples);
+        }
+        if let Some((
+            kind,
+            Plan {
+                single: Some(why), ..
+            },
+        )) = preset
+        {
+            self.error(
+                place,
+                "samples",
+                format!(
+                    "preset \"{}\" takes one sample per run: {why}",
+                    kind.wire_name()
+                ),
+            );
+        }
+        if scope == RoundTripScope::OpenAndMessage {
+            self.error(
+                place,
+                "samples",
+                "above 1 needs round_trip_scope \"message\": the open is paid once",
+            );
+        }
+        let timeout_ms = fields.get(|f| &f.timeout_ms).unwrap_or(DEFAULT_TIMEOUT_MS);
+        let spacing = (count - 1) * samples.interval.as_millis() as u64;
+        let broken = ["timeout_ms", "sample_interval_ms"]
+            .iter()
+            .any(|f| self.broken(place, object, f));
+        if !broken && spacing >= timeout_ms {
+            self.error(
+                place,
+                "samples",
+                format!(
+                    "({count} - 1) x sample_interval_ms ({}) = {spacing} ms must be below \
+                     timeout_ms ({timeout_ms})",
+                    samples.interval.as_millis()
+                ),
+            );
+        }
+        Some(samples)
     }
 
     /// Thresholds side by side: the probe's, the defaults', the seed's.
@@ -505,5 +637,29 @@ impl Loader<'_> {
             }
         }
         route
+    }
+}
+
+/// Adds each `name=value` whose name the query lacks (a preset's
+/// `EIO=4`), keeping what the URL says.
+fn add_query(path_and_query: &mut String, params: &[(&str, &str)]) {
+    for (name, value) in params {
+        let query = path_and_query.split_once('?').map_or("", |(_, q)| q);
+        let present = query
+            .split('&')
+            .any(|pair| pair.split('=').next() == Some(name));
+        if present {
+            continue;
+        }
+        let separator = if path_and_query.contains('?') {
+            if path_and_query.ends_with(['?', '&']) {
+                ""
+            } else {
+                "&"
+            }
+        } else {
+            "?"
+        };
+        path_and_query.push_str(&format!("{separator}{name}={value}"));
     }
 }

@@ -8,6 +8,7 @@
 //! deadline of its own and is not part of the measured value.
 
 pub mod connect;
+pub mod converse;
 pub mod deadline;
 mod head;
 pub mod proxy;
@@ -219,31 +220,17 @@ fn run_phases(
     }
     out.opened = true;
     out.timings.open = Some(since(start));
-    if spec.tls.is_some() && spec.exchange.is_some() {
+    if spec.tls.is_some() && (spec.exchange.is_some() || !spec.prelude.is_empty()) {
         // The wait for the reply can be long and is shallow; the TLS
         // handshake's deep stack pages need not stay resident through it.
         stack::release_unused();
     }
 
-    let (result, ending) = match &spec.exchange {
-        None => (Ok(()), ws::Ending::Close(ws::CloseCode::Normal)),
-        Some(exchange) => match ws::exchange(&mut socket, exchange, out) {
-            // A reply read just after the deadline did not come in time.
-            Ok((_, arrived)) if deadline.missed_by(arrived) => {
-                let failure = match out.meta.skipped_messages {
-                    Some(skipped) if skipped > 0 => ws::mismatch(skipped),
-                    _ => ws::no_reply(),
-                };
-                (Err(failure), ws::Ending::Close(ws::CloseCode::Normal))
-            }
-            Ok((sent, arrived)) => {
-                out.timings.rtt = Some(arrived.saturating_duration_since(sent));
-                out.timings.total = Some(arrived.saturating_duration_since(start));
-                (Ok(()), ws::Ending::Close(ws::CloseCode::Normal))
-            }
-            Err((failure, ending)) => (Err(failure), ending),
-        },
-    };
+    let talked = converse::converse(&mut socket, spec, deadline, out);
+    if let Some(arrived) = talked.last_reply {
+        out.timings.total = Some(arrived.saturating_duration_since(start));
+    }
+    let (result, ending) = (talked.result, talked.ending);
     if out.timings.total.is_none() {
         out.timings.total = Some(since(start));
     }

@@ -3,7 +3,6 @@
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
-use memchr::memmem;
 use tungstenite::error::{CapacityError, ProtocolError};
 pub use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -12,8 +11,9 @@ use tungstenite::{Error, Message, WebSocket};
 use super::clip;
 use super::deadline::{Deadline, DeadlineStream};
 use super::tls::TlsStream;
+use crate::exchange::Verdict;
 use crate::outcome::{Failure, Meta, Outcome, Reason};
-use crate::spec::{Exchange, ProbeSpec};
+use crate::spec::ProbeSpec;
 
 /// How long the server gets to answer our Close, after the measurement.
 pub const CLOSE_WAIT: Duration = Duration::from_millis(1000);
@@ -37,7 +37,7 @@ pub enum Transport {
 }
 
 impl Transport {
-    fn tcp(&mut self) -> &mut DeadlineStream {
+    pub(crate) fn tcp(&mut self) -> &mut DeadlineStream {
         match self {
             Transport::Plain(tcp) => tcp,
             Transport::Tls(tls) => &mut tls.sock,
@@ -133,16 +133,20 @@ pub enum Ending {
     Stuck,
 }
 
-/// Sends the message and waits for the first reply that matches.
-///
-/// Returns the instant the message was written and when the reply arrived.
-pub fn exchange(
+/// Sends `message` as a text or binary frame; returns when it was written.
+pub fn send(
     ws: &mut WebSocket<Transport>,
-    exchange: &Exchange,
-    outcome: &mut Outcome,
-) -> Result<(Instant, Instant), (Failure, Ending)> {
-    match ws.send(Message::text(exchange.send.as_str())) {
-        Ok(()) => {}
+    message: &crate::exchange::Message,
+    meta: &mut Meta,
+) -> Result<Instant, (Failure, Ending)> {
+    let frame = match message {
+        crate::exchange::Message::Text(text) => Message::text(text.as_str()),
+        crate::exchange::Message::Binary(bytes) => Message::binary(bytes.clone()),
+    };
+    match ws.send(frame) {
+        // The contract's moment: the message has been written. The reply
+        // is stamped after its read, so it cannot come out earlier.
+        Ok(()) => Ok(Instant::now()),
         Err(Error::Io(e)) if e.kind() == io::ErrorKind::TimedOut => {
             let failure = Failure::new(
                 Reason::WsReplyTimeout,
@@ -150,18 +154,26 @@ pub fn exchange(
                 "the message could not be written within the timeout: the server is not \
                  reading it (or not fast enough)",
             );
-            return Err((failure, Ending::Stuck));
+            Err((failure, Ending::Stuck))
         }
-        Err(e) => return Err(read_failure(e, 0, &mut outcome.meta)),
+        Err(e) => Err(read_failure(e, 0, meta)),
     }
-    // The contract's moment: the message has been written. The reply is
-    // stamped after its read, so it cannot come out earlier than this.
-    let sent = Instant::now();
-    outcome.meta.skipped_messages = Some(0);
+}
+
+/// Waits for the first message `judge` accepts. Keepalives that `answer`
+/// knows are answered; every other message is skipped (counted in
+/// `meta.skipped_messages`, shown in `meta.last_reply`).
+///
+/// Returns the instant the accepted reply arrived.
+pub fn await_reply(
+    ws: &mut WebSocket<Transport>,
+    judge: impl Fn(&[u8]) -> Verdict,
+    answer: impl Fn(&[u8]) -> Option<crate::exchange::Message>,
+    outcome: &mut Outcome,
+) -> Result<Instant, (Failure, Ending)> {
+    // Skipped while awaiting this reply: a timeout after some says mismatch.
     let mut skipped = 0u64;
-    // Linear time whatever the reply and the expectation (an empty one
-    // matches at once): a hostile reply cannot make matching slow.
-    let expect = memmem::Finder::new(&exchange.expect);
+    let mut total_skipped = *outcome.meta.skipped_messages.get_or_insert(0);
     loop {
         let message = match ws.read() {
             Ok(message) => message,
@@ -200,11 +212,22 @@ pub fn exchange(
                 return Err((failure, Ending::ServerClosed));
             }
         };
-        if expect.find(payload).is_some() {
-            return Ok((sent, arrived));
+        match judge(payload) {
+            Verdict::Match => return Ok(arrived),
+            Verdict::Refused(error) => {
+                outcome.meta.last_reply = Some(show_reply(&message));
+                let failure = Failure::new(Reason::WsReplyMismatch, None, error);
+                return Err((failure, Ending::Close(CloseCode::Normal)));
+            }
+            Verdict::Skip => {}
+        }
+        if let Some(reply) = answer(payload) {
+            send(ws, &reply, &mut outcome.meta)?;
+            continue;
         }
         skipped += 1;
-        outcome.meta.skipped_messages = Some(skipped);
+        total_skipped += 1;
+        outcome.meta.skipped_messages = Some(total_skipped);
         outcome.meta.last_reply = Some(show_reply(&message));
     }
 }

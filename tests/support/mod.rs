@@ -191,9 +191,23 @@ pub struct Meta {
     pub close_reason: Option<String>,
     pub close_clean: Option<bool>,
     pub phase: Option<String>,
+    pub step: Option<String>,
+    pub samples: Option<Samples>,
     pub error: Option<String>,
     pub clock_unsynced: Option<bool>,
     pub connect_attempts: Option<u32>,
+}
+
+/// `meta.samples` (issue 13).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Samples {
+    pub sent: u32,
+    pub received: u32,
+    pub min_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    pub mean_ms: Option<f64>,
+    pub mdev_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -204,13 +218,14 @@ pub struct Timings {
     pub tls_ms: Option<f64>,
     pub upgrade_ms: Option<f64>,
     pub open_ms: Option<f64>,
+    pub prelude_ms: Option<f64>,
     pub rtt_ms: Option<f64>,
     pub total_ms: Option<f64>,
 }
 
 impl Timings {
     /// Every timing with its wire name.
-    pub fn all(&self) -> [(&'static str, Option<f64>); 8] {
+    pub fn all(&self) -> [(&'static str, Option<f64>); 9] {
         [
             ("dns_ms", self.dns_ms),
             ("connect_ms", self.connect_ms),
@@ -218,6 +233,7 @@ impl Timings {
             ("tls_ms", self.tls_ms),
             ("upgrade_ms", self.upgrade_ms),
             ("open_ms", self.open_ms),
+            ("prelude_ms", self.prelude_ms),
             ("rtt_ms", self.rtt_ms),
             ("total_ms", self.total_ms),
         ]
