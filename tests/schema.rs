@@ -30,8 +30,9 @@ const SCHEMA_OBJECTS: [(&str, &str); 6] = [
 ];
 
 /// Invalid fixtures the schema must refuse: unknown fields, types, enums,
-/// ranges, patterns, and the rules within one probe object it can state.
-const SCHEMA_REFUSES: [&str; 46] = [
+/// ranges, patterns, and the rules within one probe object it can state
+/// (with the defaults' interpretation for a probe that sets none).
+const SCHEMA_REFUSES: [&str; 58] = [
     "invalid-labels-reserved.json",
     "invalid-output-prometheus.json",
     "invalid-proxy-https.json",
@@ -78,6 +79,22 @@ const SCHEMA_REFUSES: [&str; 46] = [
     "invalid-url-missing.json",
     "invalid-url-no-host.json",
     "invalid-url-not-ws.json",
+    "invalid-message-bad-hex.json",
+    "invalid-message-not-a-message.json",
+    "invalid-prelude-bad-steps.json",
+    "invalid-prelude-in-defaults.json",
+    "invalid-prelude-too-many-steps.json",
+    "invalid-preset-conflicts.json",
+    "invalid-preset-options.json",
+    "invalid-preset-samples.json",
+    "invalid-preset-unknown.json",
+    // Refused for its second probe (samples above 1 with open_and_message);
+    // its first, (samples - 1) x sample_interval_ms >= timeout_ms, compares
+    // two values and only `wsprobe check` sees it.
+    "invalid-samples-do-not-fit.json",
+    // No interpretation and no defaults setting round_trip_latency.
+    "invalid-samples-not-round-trip.json",
+    "invalid-samples-out-of-range.json",
 ];
 
 /// Invalid fixtures a schema cannot refuse, and why: only `wsprobe check`
