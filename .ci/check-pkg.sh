@@ -20,7 +20,8 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-target_dir="${CARGO_TARGET_DIR:-$(pwd)/target}"
+# Where scripts/build-arm.sh leaves the static binaries.
+router_dir="${CARGO_TARGET_DIR:-$(pwd)/target/router}"
 MAX_EXPOSURE=2.0
 MAX_PACKAGE_BYTES=1000000
 
@@ -172,8 +173,8 @@ check_ipk() {
 # check_arm_deb TRIPLE DEBARCH: cargo deb from the static binary.
 check_arm_deb() {
     local triple=$1 debarch=$2 deb
-    [[ -x $target_dir/$triple/release/wsprobe ]] || die "no $triple binary: run the ARM builds first"
-    deb="$(cargo deb --no-build --no-strip --locked --target "$triple" | tail -n 1)"
+    [[ -x $router_dir/$triple/release/wsprobe ]] || die "no $triple binary: run the ARM builds first"
+    deb="$(CARGO_TARGET_DIR="$router_dir" cargo deb --no-build --no-strip --locked --target "$triple" | tail -n 1)"
     [[ $deb == *_"$debarch".deb && -f $deb ]] || die "cargo deb made no $debarch package: $deb"
     under_budget "$deb"
     [[ "$(dpkg-deb -f "$deb" Architecture)" == "$debarch" ]] || die "$deb: Architecture is not $debarch"

@@ -7,10 +7,10 @@
 # usage: scripts/install-cross-deps.sh [--armv7]
 #
 #   (always)  apt: qemu-user clang lld; rustup targets
-#             x86_64-unknown-linux-musl aarch64-unknown-linux-musl
-#   --armv7   also: rust-src (std is built from source: this registry mirror
-#             has no prebuilt std for armv7-unknown-linux-musleabihf) and a
-#             venv /opt/zig with ziglang and cargo-zigbuild from PyPI
+#             x86_64-unknown-linux-musl aarch64-unknown-linux-musl; rust-src
+#             (the router builds compile std from source; for armv7 this
+#             registry mirror has no prebuilt std at all)
+#   --armv7   also: a venv /opt/zig with ziglang and cargo-zigbuild from PyPI
 #             (zig links the armv7 binary). Needs python3-venv (installed
 #             here if missing).
 set -euo pipefail
@@ -69,12 +69,14 @@ for target in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
     fi
 done
 
+# Both router builds compile std from source (scripts/build-arm.sh).
+if rustup component list --installed | grep -q '^rust-src'; then
+    say "rustup: rust-src already installed"
+else
+    rustup component add rust-src
+fi
+
 if $armv7; then
-    if rustup component list --installed | grep -q '^rust-src'; then
-        say "rustup: rust-src already installed"
-    else
-        rustup component add rust-src
-    fi
 
     zig_ok() {
         "$ZIG_VENV/bin/python" -m ziglang version >/dev/null 2>&1 &&
