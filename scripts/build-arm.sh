@@ -42,6 +42,9 @@ die() { printf 'build-arm: %s\n' "$*" >&2; exit 1; }
 
 features=(--no-default-features)
 export CARGO_PROFILE_RELEASE_OPT_LEVEL="${CARGO_PROFILE_RELEASE_OPT_LEVEL:-z}"
+# No file, line and column in panic messages: some 50 KB of strings (a
+# caught panic still becomes a record with its message).
+location_flag="-Zlocation-detail=none"
 panic="${CARGO_PROFILE_RELEASE_PANIC:-unwind}"
 case $panic in
     unwind) std_crates=std,panic_unwind ;;
@@ -62,6 +65,7 @@ build_aarch64() {
     command -v clang >/dev/null || die "clang not found: run scripts/install-cross-deps.sh"
     CC_aarch64_unknown_linux_musl=clang \
     CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="$location_flag" \
     RUSTC_BOOTSTRAP=1 \
         cargo build --locked --release "${features[@]}" "-Zbuild-std=$std_crates" --bin wsprobe \
         --target aarch64-unknown-linux-musl
@@ -84,7 +88,7 @@ build_armv7() {
     # zig brings its own musl crt objects: do not add Rust's self-contained ones.
     PATH="$ZIG_VENV/bin:$PATH" \
     RUSTC_BOOTSTRAP=1 \
-    CARGO_TARGET_ARMV7_UNKNOWN_LINUX_MUSLEABIHF_RUSTFLAGS="-C link-self-contained=no" \
+    CARGO_TARGET_ARMV7_UNKNOWN_LINUX_MUSLEABIHF_RUSTFLAGS="-C link-self-contained=no $location_flag" \
         cargo zigbuild --locked "${features[@]}" "-Zbuild-std=$std_crates" --release --bin wsprobe \
         --target armv7-unknown-linux-musleabihf
     report armv7-unknown-linux-musleabihf
