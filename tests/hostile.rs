@@ -1035,6 +1035,72 @@ fn endless_fragments_of_one_message_are_refused_past_max_message_bytes() {
         .ended_early(2000);
 }
 
+/// The contract for a refused reply whose server answers our Close: a
+/// mismatch, the reply counted as skipped, our 1009, and a clean close.
+fn assert_refused_then_closed_cleanly(server: &Server, timeout_ms: u64) {
+    let mut args = round_trip("ping", "pong").to_vec();
+    args.extend(["--max-message-bytes", "1024"]);
+    let a = attack(&server.url(), timeout_ms, &args);
+    a.reason(Some("ws_reply_mismatch"))
+        .error_mentions("max_message_bytes")
+        .ended_early(timeout_ms);
+    assert_eq!(a.record.meta.skipped_messages, Some(1), "{:#?}", a.record);
+    assert_eq!(probe_close(server), Some(Some(1009)));
+    assert_eq!(a.record.meta.close_clean, Some(true), "{:#?}", a.record);
+}
+
+#[test]
+fn oversized_reply_then_a_prompt_close_answer_is_a_clean_close() {
+    // 256 KiB, more than the socket buffers hold: the server's Close is
+    // behind the rest of the payload the probe did not store.
+    let reply = vec![b'x'; 256 * 1024];
+    let server = after_message_server(frame(true, 0x1, &reply));
+    assert_refused_then_closed_cleanly(&server, 2000);
+}
+
+#[test]
+fn oversized_fragmented_reply_then_a_prompt_close_answer_is_a_clean_close() {
+    let part = [b'x'; 500];
+    let mut bytes = frame(false, 0x1, &part);
+    for _ in 0..200 {
+        bytes.extend(frame(false, 0x0, &part));
+    }
+    bytes.extend(frame(true, 0x0, &part));
+    let server = after_message_server(bytes);
+    assert_refused_then_closed_cleanly(&server, 2000);
+}
+
+#[test]
+fn oversized_reply_trickled_forever_is_an_unclean_close_within_its_budget() {
+    // 1 MiB announced, then a byte every 10 ms: the rest never comes, nor
+    // does a Close. `attack` checks the run ends within the close's budget.
+    let server = spawn_server(|stream, tx| {
+        let Some(mut ws) = ws_accept(stream, tx, |_, _| {}) else {
+            return;
+        };
+        if !first_text(&mut ws, tx) {
+            return;
+        }
+        let mut header = vec![0x81, 127];
+        header.extend_from_slice(&(1u64 << 20).to_be_bytes());
+        let stream = ws.get_mut();
+        if stream.write_all(&header).is_err() {
+            return;
+        }
+        while stream.write_all(b"x").is_ok() {
+            thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let mut args = round_trip("ping", "pong").to_vec();
+    args.extend(["--max-message-bytes", "1024"]);
+    let a = attack(&server.url(), 2000, &args);
+    a.reason(Some("ws_reply_mismatch"))
+        .error_mentions("max_message_bytes")
+        .ended_early(2000);
+    assert_eq!(a.record.meta.skipped_messages, Some(1), "{:#?}", a.record);
+    assert_eq!(a.record.meta.close_clean, Some(false), "{:#?}", a.record);
+}
+
 // ---------------------------------------------------------------------------
 // The close
 // ---------------------------------------------------------------------------

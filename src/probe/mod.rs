@@ -6,12 +6,14 @@
 
 pub mod connect;
 pub mod deadline;
+pub mod gate;
 pub mod resolve;
 pub mod stack;
 pub mod tls;
 pub mod upgrade;
 mod validity;
 mod verify;
+pub mod wire;
 pub mod ws;
 
 use std::io;

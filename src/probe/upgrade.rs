@@ -6,7 +6,7 @@
 //! value) and would page an operator for a server that works in every
 //! browser. The framing after the upgrade is tungstenite's.
 
-use std::io::{self, Read};
+use std::io;
 
 use ring::digest::{digest, SHA1_FOR_LEGACY_USE_ONLY};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -14,7 +14,9 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::WebSocket;
 
 use super::clip;
-use super::ws::{base64, Transport};
+use super::gate::Gate;
+use super::wire::Wire;
+use super::ws::base64;
 use crate::outcome::{Failure, Meta, Phase};
 use crate::redact;
 use crate::spec::ProbeSpec;
@@ -53,13 +55,13 @@ impl Request {
 
 /// Sends the upgrade request and checks the answer; on success the socket
 /// is open, with any bytes read past the answer handed to the framing.
-pub fn upgrade(
+pub fn upgrade<S: Wire>(
     spec: &ProbeSpec,
     request: &Request,
-    mut transport: Transport,
+    mut transport: S,
     config: WebSocketConfig,
     meta: &mut Meta,
-) -> Result<WebSocket<Transport>, Failure> {
+) -> Result<WebSocket<Gate<S>>, Failure> {
     transport
         .send_all(request.bytes.as_bytes())
         .map_err(|e| io_failure(e, "sending the upgrade request"))?;
@@ -88,13 +90,10 @@ pub fn upgrade(
                     head.drain(..len);
                 }
                 Answer::Open(len) => {
+                    // The bytes past the answer go through the gate too.
                     let tail = head.split_off(len);
-                    return Ok(WebSocket::from_partially_read(
-                        transport,
-                        tail,
-                        Role::Client,
-                        Some(config),
-                    ));
+                    let gate = Gate::new(transport, tail, spec.max_message_bytes);
+                    return Ok(WebSocket::from_raw_socket(gate, Role::Client, Some(config)));
                 }
             }
         }
