@@ -886,6 +886,17 @@ fn a_wss_scheme_that_comes_from_a_variable_gets_tls() {
 }
 
 #[test]
+fn ca_file_without_an_end_is_refused_without_reading_it_all() {
+    // Read whole, /dev/zero would take all memory before any PEM rule ran.
+    let text = r#"{"probes": [{"name": "p", "url": "wss://192.0.2.1/",
+        "tls": {"ca_file": "/dev/zero"}}]}"#;
+    assert_eq!(
+        load_errors(text),
+        [r#"probe "p": tls.ca_file: /dev/zero is larger than 4 MiB, too large for a CA file"#]
+    );
+}
+
+#[test]
 fn ca_file_with_a_pem_block_that_is_not_a_certificate_is_refused() {
     let dir = TempDir::new("wsprobe-config-test");
     let key = rcgen::KeyPair::generate().expect("key");

@@ -12,7 +12,7 @@
 mod fields;
 mod json;
 mod probe;
-mod url;
+pub mod url;
 mod words;
 
 use std::collections::{BTreeMap, HashSet};

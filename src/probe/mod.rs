@@ -11,7 +11,7 @@ pub mod resolve;
 pub mod stack;
 pub mod tls;
 pub mod upgrade;
-mod validity;
+pub mod validity;
 mod verify;
 pub mod wire;
 pub mod ws;

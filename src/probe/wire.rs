@@ -44,3 +44,23 @@ impl Wire for Transport {
         self.tcp().reset();
     }
 }
+
+/// A borrowed wire is a wire, as a borrowed reader is a reader: the caller
+/// keeps the stream to look at it afterwards.
+impl<W: Wire + ?Sized> Wire for &mut W {
+    fn send_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        (**self).send_all(bytes)
+    }
+
+    fn set_deadline(&mut self, deadline: Deadline) {
+        (**self).set_deadline(deadline);
+    }
+
+    fn shutdown(&mut self) {
+        (**self).shutdown();
+    }
+
+    fn reset(&mut self) {
+        (**self).reset();
+    }
+}
