@@ -9,12 +9,13 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-# shellcheck source=.ci/install-harden.sh
+# shellcheck source=install-harden.sh disable=SC1091
 source .ci/install-harden.sh
 SECONDS_PER_TARGET="${1:-45}"
 
 cd fuzz
-cargo "+$FUZZ_TOOLCHAIN" fuzz build --release
+# Release with debug assertions and overflow checks (cargo-fuzz's default).
+cargo "+$FUZZ_TOOLCHAIN" fuzz build
 failed=()
 for target in $(cargo "+$FUZZ_TOOLCHAIN" fuzz list); do
     extra=()
@@ -28,7 +29,7 @@ for target in $(cargo "+$FUZZ_TOOLCHAIN" fuzz list); do
     echo "==> fuzz $target for ${SECONDS_PER_TARGET}s"
     # A scratch corpus: the committed seeds (and fixtures) are read only.
     scratch="$(mktemp -d)"
-    if ! cargo "+$FUZZ_TOOLCHAIN" fuzz run --release "$target" "$scratch" "corpus/$target" \
+    if ! cargo "+$FUZZ_TOOLCHAIN" fuzz run "$target" "$scratch" "corpus/$target" \
         "${extra[@]}" -- "${options[@]}"; then
         failed+=("$target")
     fi
