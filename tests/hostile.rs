@@ -356,17 +356,26 @@ fn after_message_server(bytes: Vec<u8>) -> Server {
     })
 }
 
-/// Upgrades, reads the probe's message, then writes `chunk` forever without
-/// reading, until the probe is gone.
-fn flood_after_message_server(chunk: Vec<u8>) -> Server {
+/// Upgrades, reads the probe's message, then hands the raw stream to `then`.
+fn raw_after_message_server<F>(then: F) -> Server
+where
+    F: Fn(&mut TcpStream, &Sender<Event>) + Send + Sync + 'static,
+{
     spawn_server(move |stream, tx| {
         let Some(mut ws) = ws_accept(stream, tx, |_, _| {}) else {
             return;
         };
-        if !first_text(&mut ws, tx) {
-            return;
+        if first_text(&mut ws, tx) {
+            then(ws.get_mut(), tx);
         }
-        flood(ws.get_mut(), &chunk);
+    })
+}
+
+/// Upgrades, reads the probe's message, then writes `chunk` forever without
+/// reading, until the probe is gone.
+fn flood_after_message_server(chunk: Vec<u8>) -> Server {
+    raw_after_message_server(move |stream, tx| {
+        flood(stream, &chunk);
         let _ = tx.send(Event::EndedWithoutClose);
     })
 }
@@ -929,17 +938,10 @@ fn endless_empty_continuation_frames_end_at_the_deadline() {
     // frames forever. Nothing grows, so only the deadline can end it; a
     // message never completed is no reply (ws_reply_timeout), though
     // ws_reply_mismatch would be defensible too.
-    let server = spawn_server(|stream, tx| {
-        let Some(mut ws) = ws_accept(stream, tx, |_, _| {}) else {
-            return;
-        };
-        if !first_text(&mut ws, tx) {
-            return;
+    let server = raw_after_message_server(|stream, _| {
+        if stream.write_all(&frame(false, 0x1, b"po")).is_ok() {
+            flood(stream, &frame(false, 0x0, b"").repeat(8192));
         }
-        if ws.get_mut().write_all(&frame(false, 0x1, b"po")).is_err() {
-            return;
-        }
-        flood(ws.get_mut(), &frame(false, 0x0, b"").repeat(8192));
     });
     let a = attack(&server.url(), 1000, &round_trip("ping", "pong"));
     let reason = a.record.reason.as_deref();
@@ -1013,21 +1015,10 @@ fn fragmented_reply_over_max_message_bytes_is_refused_with_1009() {
 fn endless_fragments_of_one_message_are_refused_past_max_message_bytes() {
     // Small fragments forever, never FIN: the message passes the limit
     // after 1 MiB (the default) and must not be buffered beyond it.
-    let server = spawn_server(|stream, tx| {
-        let Some(mut ws) = ws_accept(stream, tx, |_, _| {}) else {
-            return;
-        };
-        if !first_text(&mut ws, tx) {
-            return;
+    let server = raw_after_message_server(|stream, _| {
+        if stream.write_all(&frame(false, 0x2, &[1; 1000])).is_ok() {
+            flood(stream, &frame(false, 0x0, &[2; 1000]).repeat(64));
         }
-        if ws
-            .get_mut()
-            .write_all(&frame(false, 0x2, &[1; 1000]))
-            .is_err()
-        {
-            return;
-        }
-        flood(ws.get_mut(), &frame(false, 0x0, &[2; 1000]).repeat(64));
     });
     let a = attack(&server.url(), 2000, &round_trip("ping", "pong"));
     a.reason(Some("ws_reply_mismatch"))
@@ -1074,16 +1065,9 @@ fn oversized_fragmented_reply_then_a_prompt_close_answer_is_a_clean_close() {
 fn oversized_reply_trickled_forever_is_an_unclean_close_within_its_budget() {
     // 1 MiB announced, then a byte every 10 ms: the rest never comes, nor
     // does a Close. `attack` checks the run ends within the close's budget.
-    let server = spawn_server(|stream, tx| {
-        let Some(mut ws) = ws_accept(stream, tx, |_, _| {}) else {
-            return;
-        };
-        if !first_text(&mut ws, tx) {
-            return;
-        }
+    let server = raw_after_message_server(|stream, _| {
         let mut header = vec![0x81, 127];
         header.extend_from_slice(&(1u64 << 20).to_be_bytes());
-        let stream = ws.get_mut();
         if stream.write_all(&header).is_err() {
             return;
         }
