@@ -1613,6 +1613,28 @@ fn redirect_to_a_scheme_relative_url_with_credentials_is_redacted() {
 }
 
 #[test]
+fn redirect_with_a_second_scheme_separator_keeps_the_userinfo_redacted() {
+    // Found by fuzzing (fuzz/fuzz_targets/url_redaction.rs): the `://`
+    // after the authority was taken for the scheme's, and the password
+    // before it reached meta.location.
+    let server = http_status_server(
+        "302 Found",
+        "Location: //bob:hunter2@cdn.example://socket\r\n".to_owned(),
+    );
+    let a = attack(&server.url(), 2000, &["--interpretation", HS]);
+    a.reason(Some("ws_open_failed")).phase("upgrade");
+    assert!(
+        !a.run.stdout.contains("hunter2"),
+        "a password from the server's Location reached the record:\n{}",
+        a.run.stdout
+    );
+    assert_eq!(
+        a.record.meta.location.as_deref(),
+        Some("//REDACTED@cdn.example://socket")
+    );
+}
+
+#[test]
 fn redirect_with_a_token_in_the_fragment_is_redacted() {
     // The contract names query parameters; an OAuth-style implicit redirect
     // puts `access_token` in the fragment instead. Contract silent on the

@@ -1,8 +1,9 @@
 //! The `tls.ca_file` reader (PEM), and the DER walk that reads each
 //! certificate's validity (also fed the server's own certificates).
 //!
-//! Properties: a file is accepted only with at least one certificate, each
-//! holding bytes; a refusal names the file; a validity read from a
+//! Properties: a file is accepted only with at least one certificate (an
+//! empty `CERTIFICATE` block counts: the root store refuses it next, see
+//! `tls::TlsFactory::setup`); a refusal names the file; a validity read from a
 //! certificate is a span of real dates, and intersecting it with itself
 //! changes nothing.
 #![no_main]
@@ -18,7 +19,6 @@ fuzz_target!(|pem: &[u8]| {
         Ok(certs) => {
             assert!(!certs.is_empty());
             for cert in &certs {
-                assert!(!cert.is_empty());
                 check_validity(cert);
             }
         }
