@@ -17,8 +17,9 @@ usage (root, for the tmpfs):
       [--binary target/release/wsprobe] [--interval-ms 2000]
 
 Not covered yet: a resolver that stops answering (the probes use literal
-addresses), and a collector that stops reading stdout (the hook is
-`stall_stdout`, waiting for the non-stalling writer of issue 12 item 2).
+addresses), and a collector that stops reading stdout (it waits for the
+non-stalling writer of issue 12 item 2: records would go to stdout through
+a pipe this script stops reading, where they now go to the tmpfs file).
 """
 
 import argparse
