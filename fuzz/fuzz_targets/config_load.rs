@@ -23,6 +23,9 @@ fuzz_target!(|bytes: &[u8]| {
     let Ok(text) = std::str::from_utf8(bytes) else {
         return;
     };
+    // The secret is what `${WSPROBE_FUZZ_SECRET}` brings in; written out
+    // in the text, it is no secret of the environment's.
+    let watch_secret = !text.contains(SECRET);
     let loaded = config::load_str(text, &env);
     match &loaded {
         Ok(config) => {
@@ -39,7 +42,7 @@ fuzz_target!(|bytes: &[u8]| {
                 assert!((1024..=64 << 20).contains(&probe.max_message_bytes));
                 assert!(probe.timeout <= probe.interval, "{}", probe.name);
                 assert!(
-                    !probe.display_url.contains(SECRET),
+                    !(watch_secret && probe.display_url.contains(SECRET)),
                     "{}: a secret in display_url",
                     probe.name
                 );
@@ -50,7 +53,10 @@ fuzz_target!(|bytes: &[u8]| {
             for problem in problems {
                 assert!(!problem.place.is_empty(), "{problem:?}");
                 assert!(!problem.message.is_empty(), "{problem:?}");
-                assert!(!problem.to_string().contains(SECRET), "{problem}");
+                assert!(
+                    !(watch_secret && problem.to_string().contains(SECRET)),
+                    "{problem}"
+                );
             }
         }
     }
