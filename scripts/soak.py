@@ -159,7 +159,11 @@ def main():
     work = tempfile.mkdtemp(prefix="wsprobe-soak-")
     disk = os.path.join(work, "disk")
     os.mkdir(disk)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", disk], check=True)
+    # Room for every record of the run (about 450 bytes each) and a half
+    # again: the disk is full only while the filler is there.
+    ticks = args.probes * duration * 1000 / args.interval_ms
+    size_kib = max(8192, int(ticks * 700 / 1024))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", disk], check=True)
     out = os.path.join(disk, "records.ndjson")
     ports = []
     for _ in range(args.servers):
@@ -263,11 +267,13 @@ def main():
     panics = [r for r in records if str(r.get("meta", {}).get("error", "")).startswith("internal error")]
     dropped_lines = [l for l in stderr.splitlines() if "dropped" in l or "could not be written" in l]
     ticks = args.probes * int(elapsed / interval)
+    after_full = [r for r in records if "ts" in r and faults and mono(r["ts"]) > (faults[0][1] or elapsed)]
     print(json.dumps({
         "seconds": round(elapsed), "probes": args.probes, "interval_ms": args.interval_ms,
         "ticks_about": ticks, "records": len(records),
         "partial_lines": sum(1 for r in records if "partial" in r),
-        "writer_said": dropped_lines[-1:] ,
+        "writer_said": dropped_lines[-1:],
+        "records_after_the_disk_was_freed": len(after_full),
         "sighups": hups, "faults": [[round(s), round(e or elapsed), w] for s, e, w in faults],
         "start": start_stats, "end": end_stats,
         "largest_gap_outside_faults_s": round(worst, 2),
