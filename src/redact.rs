@@ -48,11 +48,14 @@ fn redact_params(params: &str) -> String {
 }
 
 fn redact_userinfo(base: &str) -> String {
-    // `scheme://authority...`, or a scheme-relative `//authority...`.
+    // `scheme://authority...`, or a scheme-relative `//authority...`. A
+    // `://` after something that is no scheme (RFC 3986 section 3.1) is
+    // not where the authority starts: in `//bob:pw@host://x` it is in the
+    // path, after the userinfo.
     let authority_start = match base.find("://") {
-        Some(scheme_end) => scheme_end + 3,
-        None if base.starts_with("//") => 2,
-        None => return base.to_owned(),
+        Some(scheme_end) if is_scheme(&base[..scheme_end]) => scheme_end + 3,
+        _ if base.starts_with("//") => 2,
+        _ => return base.to_owned(),
     };
     let rest = &base[authority_start..];
     let authority_end = rest.find('/').unwrap_or(rest.len());
@@ -60,6 +63,13 @@ fn redact_userinfo(base: &str) -> String {
         Some(at) => format!("{}{REDACTED}@{}", &base[..authority_start], &rest[at + 1..]),
         None => base.to_owned(),
     }
+}
+
+/// `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`.
+fn is_scheme(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
 }
 
 fn redact_param(param: &str) -> String {
@@ -110,6 +120,14 @@ mod tests {
             url("//bob:hunter2@cdn.example/socket?room=1"),
             "//REDACTED@cdn.example/socket?room=1"
         );
+        // Found by fuzz/fuzz_targets/url_redaction.rs: a later `://` was
+        // taken for the scheme's, and the userinfo before it kept.
+        assert_eq!(
+            url("//bob:hunter2@cdn.example://x"),
+            "//REDACTED@cdn.example://x"
+        );
+        assert_eq!(url("//bob:hunter2@://"), "//REDACTED@://");
+        assert_eq!(url("a/b://bob:pw@h"), "a/b://bob:pw@h");
         assert_eq!(
             url("https://sso.example/cb#access_token=abc&state=x"),
             "https://sso.example/cb#access_token=REDACTED&state=x"

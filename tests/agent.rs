@@ -514,6 +514,47 @@ fn one_probe_runs_at_a_fixed_rate_after_a_random_start() {
 }
 
 #[test]
+fn a_frozen_agent_resumes_its_rate_without_a_burst_of_missed_runs() {
+    // A router frozen for a while (SIGSTOP, then SIGCONT): the ticks it
+    // slept through are skipped, not run back to back, and the probe is
+    // back on its rate at once.
+    let server = echo_server();
+    let dir = TempDir::new("wsprobe-agent-test-frozen");
+    let cfg = config_file(
+        &dir,
+        &config(vec![probe("frozen", &server.url(), 1000, 500)], "-"),
+    );
+    let mut agent = Agent::start(&cfg);
+    agent.wait_started();
+    let before = agent.next_record(Instant::now() + Duration::from_secs(5));
+    assert!(before.is_some(), "no record before the freeze");
+    agent.signal(libc::SIGSTOP);
+    // The fault's length, not a synchronisation: three ticks frozen.
+    thread::sleep(Duration::from_millis(3000));
+    let _ = agent.records_now();
+    agent.signal(libc::SIGCONT);
+    let after = agent.records_for(Duration::from_millis(4600));
+    let (_, stderr) = agent.terminate();
+
+    let ts = times_of(&after, "frozen");
+    assert!(
+        (4..=6).contains(&ts.len()),
+        "{} records in 4.6 s after the freeze at a 1 s interval: {:?}\nstderr:\n{stderr}",
+        ts.len(),
+        summary(&after)
+    );
+    // The run in flight and the tick due may come close together after
+    // SIGCONT; after that the gaps are the interval.
+    let settled = &ts[ts.len() - 3..];
+    assert_fixed_rate("frozen", settled, 1000);
+    // The run frozen in flight may have missed its deadline; the next
+    // ones measure again.
+    for record in &after[after.len() - 3..] {
+        assert_eq!(record.reason, None, "{record:#?}");
+    }
+}
+
+#[test]
 fn a_down_endpoint_with_interval_equal_to_timeout_keeps_its_rate() {
     // interval_ms = timeout_ms, as the contract allows: each run times out
     // and ends just past the next tick. Skipping that tick would halve the

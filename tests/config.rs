@@ -1042,6 +1042,42 @@ fn a_wss_scheme_that_comes_from_a_variable_gets_tls() {
 }
 
 #[test]
+fn an_invalid_variable_name_is_refused_without_quoting_it() {
+    // Found by fuzzing (fuzz/fuzz_targets/url_redaction.rs): the text
+    // between "${" and "}" was quoted, and in a URL's query or a header
+    // value it can be a secret.
+    let text = r#"{"probes": [{"name": "p",
+        "url": "ws://h.example/?a=${&token=hunter2&b=}",
+        "headers": {"Authorization": "Bearer ${sk-live 4242}"}}]}"#;
+    let errors = load_errors(text);
+    let invalid = r#"has a "${...}" whose name is not a variable name (letters, digits and _)"#;
+    assert_eq!(
+        errors,
+        [
+            format!(r#"probe "p": headers.Authorization: {invalid}"#),
+            format!(r#"probe "p": url: {invalid}"#),
+        ]
+    );
+    for error in &errors {
+        assert!(
+            !error.contains("hunter2") && !error.contains("4242"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn ca_file_without_an_end_is_refused_without_reading_it_all() {
+    // Read whole, /dev/zero would take all memory before any PEM rule ran.
+    let text = r#"{"probes": [{"name": "p", "url": "wss://192.0.2.1/",
+        "tls": {"ca_file": "/dev/zero"}}]}"#;
+    assert_eq!(
+        load_errors(text),
+        [r#"probe "p": tls.ca_file: /dev/zero is larger than 4 MiB, too large for a CA file"#]
+    );
+}
+
+#[test]
 fn ca_file_with_a_pem_block_that_is_not_a_certificate_is_refused() {
     let dir = TempDir::new("wsprobe-config-test");
     let key = rcgen::KeyPair::generate().expect("key");

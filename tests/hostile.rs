@@ -356,17 +356,26 @@ fn after_message_server(bytes: Vec<u8>) -> Server {
     })
 }
 
-/// Upgrades, reads the probe's message, then writes `chunk` forever without
-/// reading, until the probe is gone.
-fn flood_after_message_server(chunk: Vec<u8>) -> Server {
+/// Upgrades, reads the probe's message, then hands the raw stream to `then`.
+fn raw_after_message_server<F>(then: F) -> Server
+where
+    F: Fn(&mut TcpStream, &Sender<Event>) + Send + Sync + 'static,
+{
     spawn_server(move |stream, tx| {
         let Some(mut ws) = ws_accept(stream, tx, |_, _| {}) else {
             return;
         };
-        if !first_text(&mut ws, tx) {
-            return;
+        if first_text(&mut ws, tx) {
+            then(ws.get_mut(), tx);
         }
-        flood(ws.get_mut(), &chunk);
+    })
+}
+
+/// Upgrades, reads the probe's message, then writes `chunk` forever without
+/// reading, until the probe is gone.
+fn flood_after_message_server(chunk: Vec<u8>) -> Server {
+    raw_after_message_server(move |stream, tx| {
+        flood(stream, &chunk);
         let _ = tx.send(Event::EndedWithoutClose);
     })
 }
@@ -929,17 +938,10 @@ fn endless_empty_continuation_frames_end_at_the_deadline() {
     // frames forever. Nothing grows, so only the deadline can end it; a
     // message never completed is no reply (ws_reply_timeout), though
     // ws_reply_mismatch would be defensible too.
-    let server = spawn_server(|stream, tx| {
-        let Some(mut ws) = ws_accept(stream, tx, |_, _| {}) else {
-            return;
-        };
-        if !first_text(&mut ws, tx) {
-            return;
+    let server = raw_after_message_server(|stream, _| {
+        if stream.write_all(&frame(false, 0x1, b"po")).is_ok() {
+            flood(stream, &frame(false, 0x0, b"").repeat(8192));
         }
-        if ws.get_mut().write_all(&frame(false, 0x1, b"po")).is_err() {
-            return;
-        }
-        flood(ws.get_mut(), &frame(false, 0x0, b"").repeat(8192));
     });
     let a = attack(&server.url(), 1000, &round_trip("ping", "pong"));
     let reason = a.record.reason.as_deref();
@@ -1013,26 +1015,74 @@ fn fragmented_reply_over_max_message_bytes_is_refused_with_1009() {
 fn endless_fragments_of_one_message_are_refused_past_max_message_bytes() {
     // Small fragments forever, never FIN: the message passes the limit
     // after 1 MiB (the default) and must not be buffered beyond it.
-    let server = spawn_server(|stream, tx| {
-        let Some(mut ws) = ws_accept(stream, tx, |_, _| {}) else {
-            return;
-        };
-        if !first_text(&mut ws, tx) {
-            return;
+    let server = raw_after_message_server(|stream, _| {
+        if stream.write_all(&frame(false, 0x2, &[1; 1000])).is_ok() {
+            flood(stream, &frame(false, 0x0, &[2; 1000]).repeat(64));
         }
-        if ws
-            .get_mut()
-            .write_all(&frame(false, 0x2, &[1; 1000]))
-            .is_err()
-        {
-            return;
-        }
-        flood(ws.get_mut(), &frame(false, 0x0, &[2; 1000]).repeat(64));
     });
     let a = attack(&server.url(), 2000, &round_trip("ping", "pong"));
     a.reason(Some("ws_reply_mismatch"))
         .error_mentions("max_message_bytes")
         .ended_early(2000);
+}
+
+/// The contract for a refused reply whose server answers our Close: a
+/// mismatch, the reply counted as skipped, our 1009, and a clean close.
+fn assert_refused_then_closed_cleanly(server: &Server, timeout_ms: u64) {
+    let mut args = round_trip("ping", "pong").to_vec();
+    args.extend(["--max-message-bytes", "1024"]);
+    let a = attack(&server.url(), timeout_ms, &args);
+    a.reason(Some("ws_reply_mismatch"))
+        .error_mentions("max_message_bytes")
+        .ended_early(timeout_ms);
+    assert_eq!(a.record.meta.skipped_messages, Some(1), "{:#?}", a.record);
+    assert_eq!(probe_close(server), Some(Some(1009)));
+    assert_eq!(a.record.meta.close_clean, Some(true), "{:#?}", a.record);
+}
+
+#[test]
+fn oversized_reply_then_a_prompt_close_answer_is_a_clean_close() {
+    // 256 KiB, more than the socket buffers hold: the server's Close is
+    // behind the rest of the payload the probe did not store.
+    let reply = vec![b'x'; 256 * 1024];
+    let server = after_message_server(frame(true, 0x1, &reply));
+    assert_refused_then_closed_cleanly(&server, 2000);
+}
+
+#[test]
+fn oversized_fragmented_reply_then_a_prompt_close_answer_is_a_clean_close() {
+    let part = [b'x'; 500];
+    let mut bytes = frame(false, 0x1, &part);
+    for _ in 0..200 {
+        bytes.extend(frame(false, 0x0, &part));
+    }
+    bytes.extend(frame(true, 0x0, &part));
+    let server = after_message_server(bytes);
+    assert_refused_then_closed_cleanly(&server, 2000);
+}
+
+#[test]
+fn oversized_reply_trickled_forever_is_an_unclean_close_within_its_budget() {
+    // 1 MiB announced, then a byte every 10 ms: the rest never comes, nor
+    // does a Close. `attack` checks the run ends within the close's budget.
+    let server = raw_after_message_server(|stream, _| {
+        let mut header = vec![0x81, 127];
+        header.extend_from_slice(&(1u64 << 20).to_be_bytes());
+        if stream.write_all(&header).is_err() {
+            return;
+        }
+        while stream.write_all(b"x").is_ok() {
+            thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let mut args = round_trip("ping", "pong").to_vec();
+    args.extend(["--max-message-bytes", "1024"]);
+    let a = attack(&server.url(), 2000, &args);
+    a.reason(Some("ws_reply_mismatch"))
+        .error_mentions("max_message_bytes")
+        .ended_early(2000);
+    assert_eq!(a.record.meta.skipped_messages, Some(1), "{:#?}", a.record);
+    assert_eq!(a.record.meta.close_clean, Some(false), "{:#?}", a.record);
 }
 
 // ---------------------------------------------------------------------------
@@ -1539,15 +1589,10 @@ fn long_expectation_against_large_non_matching_replies_keeps_the_deadline() {
     );
 }
 
-#[test]
-fn redirect_to_a_scheme_relative_url_with_credentials_is_redacted() {
-    // RFC 3986 section 4.2: `//user:pass@host/path` is a network-path
-    // reference, a valid Location. SPEC, "The record": userinfo is written
-    // as REDACTED@, in meta.location likewise.
-    let server = http_status_server(
-        "302 Found",
-        "Location: //bob:hunter2@cdn.example/socket?room=1\r\n".to_owned(),
-    );
+/// A 302 whose `Location` holds the password "hunter2": the record's
+/// `meta.location` is `redacted`, and the password is nowhere in it.
+fn assert_redirect_redacted(location: &str, redacted: &str) {
+    let server = http_status_server("302 Found", format!("Location: {location}\r\n"));
     let a = attack(&server.url(), 2000, &["--interpretation", HS]);
     a.reason(Some("ws_open_failed")).phase("upgrade");
     assert_eq!(a.record.meta.http_status, Some(302));
@@ -1556,9 +1601,28 @@ fn redirect_to_a_scheme_relative_url_with_credentials_is_redacted() {
         "a password from the server's Location reached the record:\n{}",
         a.run.stdout
     );
-    assert_eq!(
-        a.record.meta.location.as_deref(),
-        Some("//REDACTED@cdn.example/socket?room=1")
+    assert_eq!(a.record.meta.location.as_deref(), Some(redacted));
+}
+
+#[test]
+fn redirect_to_a_scheme_relative_url_with_credentials_is_redacted() {
+    // RFC 3986 section 4.2: `//user:pass@host/path` is a network-path
+    // reference, a valid Location. SPEC, "The record": userinfo is written
+    // as REDACTED@, in meta.location likewise.
+    assert_redirect_redacted(
+        "//bob:hunter2@cdn.example/socket?room=1",
+        "//REDACTED@cdn.example/socket?room=1",
+    );
+}
+
+#[test]
+fn redirect_with_a_second_scheme_separator_keeps_the_userinfo_redacted() {
+    // Found by fuzzing (fuzz/fuzz_targets/url_redaction.rs): the `://`
+    // after the authority was taken for the scheme's, and the password
+    // before it reached meta.location.
+    assert_redirect_redacted(
+        "//bob:hunter2@cdn.example://socket",
+        "//REDACTED@cdn.example://socket",
     );
 }
 

@@ -15,7 +15,7 @@ mod fields;
 mod json;
 mod probe;
 mod proxy;
-mod url;
+pub mod url;
 mod words;
 
 use std::collections::{BTreeMap, HashSet};

@@ -2,7 +2,9 @@
 
 use super::Env;
 
-/// Expands every `${NAME}`; an unset variable is an error.
+/// Expands every `${NAME}`; an unset variable is an error. An invalid
+/// name is not quoted: it is whatever stands between `${` and `}` in a URL
+/// or a header value, and may hold a secret.
 pub fn expand_env(raw: &str, env: Env) -> Result<String, String> {
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
@@ -14,7 +16,10 @@ pub fn expand_env(raw: &str, env: Env) -> Result<String, String> {
             .ok_or("has \"${\" without a closing \"}\"")?;
         let name = &after[..end];
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("${{{name}}} is not a valid variable name"));
+            return Err(
+                "has a \"${...}\" whose name is not a variable name (letters, digits and _)"
+                    .to_owned(),
+            );
         }
         let value = env(name).ok_or_else(|| {
             format!("environment variable {name} is not set (used as ${{{name}}})")

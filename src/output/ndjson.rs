@@ -78,9 +78,9 @@ impl Sink {
             }
             Target::File { path, file } => {
                 let written = match file {
-                    Some(f) => f.write_all(line.as_bytes()).and_then(|()| f.flush()),
+                    Some(f) => append_whole(f, line),
                     None => open_append(path).and_then(|mut f| {
-                        let done = f.write_all(line.as_bytes()).and_then(|()| f.flush());
+                        let done = append_whole(&mut f, line);
                         *file = Some(f);
                         done
                     }),
@@ -102,6 +102,19 @@ impl Sink {
             Target::File { path, .. } => path.display().to_string(),
         }
     }
+}
+
+/// Appends `line` whole or not at all: a full disk can take part of a
+/// write before it fails, and that part is cut off again, so a reader
+/// never meets half a record.
+fn append_whole(file: &mut File, line: &str) -> io::Result<()> {
+    let before = file.metadata()?.len();
+    let written = file.write_all(line.as_bytes()).and_then(|()| file.flush());
+    if written.is_err() {
+        // Best effort: on a full disk, shrinking needs no room.
+        let _ = file.set_len(before);
+    }
+    written
 }
 
 fn open_append(path: &PathBuf) -> io::Result<File> {
@@ -210,5 +223,53 @@ pub fn write_lines(
                 return Ok(());
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    /// A record that a full disk cuts short is taken back out whole. Needs
+    /// root for a tmpfs small enough to fill; skips elsewhere, fails under
+    /// CI, where it runs as root.
+    #[test]
+    fn a_line_the_disk_cannot_hold_leaves_no_part_behind() {
+        let is_root = unsafe { libc::geteuid() } == 0;
+        if !is_root {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI runs as root: this test must run there"
+            );
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("wsprobe-fulldisk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("make the mount point");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16k", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("run mount");
+        assert!(mounted.success(), "mount a 16 KiB tmpfs");
+        let path = dir.join("records.ndjson");
+        let mut file = open_append(&path).expect("open the output");
+        append_whole(&mut file, "{\"first\":1}\n").expect("the first line fits");
+        let before = file.metadata().expect("stat").len();
+        // Far more than the filesystem holds: part of it is written first.
+        let line = format!("{{\"pad\":\"{}\"}}\n", "x".repeat(64 * 1024));
+        let refused = append_whole(&mut file, &line);
+        let after = std::fs::read(&path).expect("read back");
+        let _ = Command::new("umount").arg(&dir).status();
+        let _ = std::fs::remove_dir(&dir);
+        assert!(refused.is_err(), "64 KiB cannot fit in 16 KiB");
+        assert_eq!(
+            after.len() as u64,
+            before,
+            "no part of the refused line stays"
+        );
+        assert!(after.ends_with(b"\n"));
     }
 }

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use tungstenite::WebSocket;
 
 use super::deadline::Deadline;
-use super::ws::{self, CloseCode, Ending, Transport};
+use super::gate::Gate;
+use super::wire::Wire;
+use super::ws::{self, CloseCode, Ending};
 use crate::exchange::prelude::step_name;
 use crate::exchange::samples::{self, SampleStats};
 use crate::exchange::{Exchange, Message, Session};
@@ -24,8 +26,8 @@ pub struct Talked {
 
 /// Runs the prelude, then the measured exchange if the probe has one, then
 /// the preset's goodbye if the session is still in good order.
-pub fn converse(
-    ws: &mut WebSocket<Transport>,
+pub fn converse<S: Wire>(
+    ws: &mut WebSocket<Gate<S>>,
     spec: &ProbeSpec,
     deadline: &Deadline,
     out: &mut Outcome,
@@ -61,8 +63,8 @@ fn answer(session: Option<&Session>) -> impl Fn(&[u8]) -> Option<Message> + '_ {
 }
 
 /// The prelude's steps in order; a failure names its step.
-fn prelude(
-    ws: &mut WebSocket<Transport>,
+fn prelude<S: Wire>(
+    ws: &mut WebSocket<Gate<S>>,
     spec: &ProbeSpec,
     session: Option<&Session>,
     deadline: &Deadline,
@@ -104,8 +106,8 @@ fn late(out: &Outcome) -> (Failure, Ending) {
 }
 
 /// Sends sample `seq` and awaits its reply; the `after` message follows.
-fn sample(
-    ws: &mut WebSocket<Transport>,
+fn sample<S: Wire>(
+    ws: &mut WebSocket<Gate<S>>,
     exchange: &Exchange,
     seq: u32,
     session: Option<&Session>,
@@ -128,8 +130,8 @@ fn sample(
 /// interval; with more than one, each is given `samples.timeout` for its
 /// reply. The value is the median of the replies that came; with none, the
 /// reason is the last sample's.
-fn sampled(
-    ws: &mut WebSocket<Transport>,
+fn sampled<S: Wire>(
+    ws: &mut WebSocket<Gate<S>>,
     exchange: &Exchange,
     session: Option<&Session>,
     deadline: &Deadline,
@@ -161,11 +163,11 @@ fn sampled(
             }
             _ => *deadline,
         };
-        ws.get_mut().tcp().set_deadline(own);
+        ws.get_mut().get_mut().set_deadline(own);
         sent_count += 1;
         previous_send = Some(Instant::now());
         let taken = sample(ws, exchange, seq, session, &own, out);
-        ws.get_mut().tcp().set_deadline(*deadline);
+        ws.get_mut().get_mut().set_deadline(*deadline);
         match taken {
             Ok((sent, arrived)) => {
                 previous_send = Some(sent);

@@ -10,14 +10,16 @@
 pub mod connect;
 pub mod converse;
 pub mod deadline;
+pub mod gate;
 mod head;
 pub mod proxy;
 pub mod resolve;
 pub mod stack;
 pub mod tls;
 pub mod upgrade;
-mod validity;
+pub mod validity;
 mod verify;
+pub mod wire;
 pub mod ws;
 
 use std::io;

@@ -7,7 +7,7 @@
 //! (`verify`), so a run checks the signatures of a chain it has seen
 //! before only once, and its validity every time.
 
-use std::io;
+use std::io::{self, Read};
 use std::sync::Arc;
 
 use rustls::client::Resumption;
@@ -114,10 +114,29 @@ impl TlsFactory {
     }
 }
 
+/// A larger `tls.ca_file` is refused unread: `/dev/zero` or a runaway
+/// file must not take all memory. Mozilla's whole root bundle is 0.2 MiB.
+const MAX_CA_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Reads a PEM file that must hold at least one certificate.
 fn read_ca_file(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {path}: {e}"))?
+    let mut pem = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_CA_FILE_BYTES + 1).read_to_end(&mut pem))
+        .map_err(|e| format!("cannot read {path}: I/O error: {e}"))?;
+    if pem.len() as u64 > MAX_CA_FILE_BYTES {
+        return Err(format!(
+            "{path} is larger than {} MiB, too large for a CA file",
+            MAX_CA_FILE_BYTES >> 20
+        ));
+    }
+    ca_certificates(&pem, path)
+}
+
+/// The certificates in `pem`, the contents of the `tls.ca_file` at `path`
+/// (which the errors name); at least one.
+pub fn ca_certificates(pem: &[u8], path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{path} is not valid PEM: {e}"))?;
     if certs.is_empty() {

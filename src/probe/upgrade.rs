@@ -12,8 +12,10 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::WebSocket;
 
 use super::clip;
+use super::gate::Gate;
 use super::head::{self, io_failure, Answer, Exchange, MAX_HEADERS};
-use super::ws::{base64, Transport};
+use super::wire::Wire;
+use super::ws::base64;
 use crate::outcome::{Failure, Meta, Phase};
 use crate::redact;
 use crate::spec::ProbeSpec;
@@ -40,35 +42,37 @@ pub struct Request {
 
 impl Request {
     pub fn new(spec: &ProbeSpec) -> Result<Self, Failure> {
-        let key = new_key()?;
-        Ok(Request {
-            bytes: request(spec, &key),
-            accept: accept_for(&key),
-        })
+        Ok(Request::with_key(spec, &new_key()?))
+    }
+
+    /// The request with a given key: tests and the fuzz targets need to
+    /// know the answer it must get (`accept_for(key)`).
+    pub fn with_key(spec: &ProbeSpec, key: &str) -> Self {
+        Request {
+            bytes: request(spec, key),
+            accept: accept_for(key),
+        }
     }
 }
 
 /// Sends the upgrade request and checks the answer; on success the socket
 /// is open, with any bytes read past the answer handed to the framing.
-pub fn upgrade(
+pub fn upgrade<S: Wire>(
     spec: &ProbeSpec,
     request: &Request,
-    mut transport: Transport,
+    mut transport: S,
     config: WebSocketConfig,
     meta: &mut Meta,
-) -> Result<WebSocket<Transport>, Failure> {
+) -> Result<WebSocket<Gate<S>>, Failure> {
     transport
         .send_all(request.bytes.as_bytes())
         .map_err(|e| io_failure(Phase::Upgrade, e, "sending the upgrade request"))?;
     let tail = head::read_answer(&mut transport, &UPGRADE, |head| {
         check_answer(head, &request.accept, &spec.protocols, meta)
     })?;
-    Ok(WebSocket::from_partially_read(
-        transport,
-        tail,
-        Role::Client,
-        Some(config),
-    ))
+    // The bytes read past the answer go through the gate too.
+    let gate = Gate::new(transport, tail, spec.max_message_bytes);
+    Ok(WebSocket::from_raw_socket(gate, Role::Client, Some(config)))
 }
 
 /// The upgrade answer, in the words its failures use.

@@ -10,7 +10,9 @@ use tungstenite::{Error, Message, WebSocket};
 
 use super::clip;
 use super::deadline::{Deadline, DeadlineStream};
+use super::gate::{Gate, TooLong};
 use super::tls::TlsStream;
+use super::wire::Wire;
 use crate::exchange::Verdict;
 use crate::outcome::{Failure, Meta, Outcome, Reason};
 use crate::spec::ProbeSpec;
@@ -67,7 +69,7 @@ impl Transport {
     }
 
     /// TLS close_notify (best effort), then the TCP shutdown.
-    fn shutdown(&mut self) {
+    pub(super) fn shutdown(&mut self) {
         if let Transport::Tls(tls) = self {
             tls.conn.send_close_notify();
             while tls.conn.wants_write() {
@@ -121,10 +123,11 @@ pub enum Ending {
     Close(CloseCode),
     /// The server sent its Close; ours goes out as the reply.
     ServerClosed,
-    /// The server broke the protocol or announced an oversized message: our
-    /// Close goes out, but nothing more is parsed. tungstenite keeps the bad
-    /// frame header and would try to buffer the announced length on the
-    /// next read, so only raw bytes are drained after this.
+    /// The server broke the protocol: our Close goes out, but nothing more
+    /// is parsed. tungstenite keeps the bad frame and would try to read it
+    /// again, so only raw bytes are drained after this. (An oversized
+    /// reply is no such case: the `Gate` refused it before tungstenite saw
+    /// it, and drops it while the close reads on.)
     Abort(CloseCode),
     /// The TCP connection is gone; nothing to say on it.
     Gone,
@@ -134,8 +137,8 @@ pub enum Ending {
 }
 
 /// Sends `message` as a text or binary frame; returns when it was written.
-pub fn send(
-    ws: &mut WebSocket<Transport>,
+pub fn send<S: Read + Write>(
+    ws: &mut WebSocket<S>,
     message: &crate::exchange::Message,
     meta: &mut Meta,
 ) -> Result<Instant, (Failure, Ending)> {
@@ -165,8 +168,8 @@ pub fn send(
 /// `meta.skipped_messages`, shown in `meta.last_reply`).
 ///
 /// Returns the instant the accepted reply arrived.
-pub fn await_reply(
-    ws: &mut WebSocket<Transport>,
+pub fn await_reply<S: Read + Write>(
+    ws: &mut WebSocket<S>,
     judge: impl Fn(&[u8]) -> Verdict,
     answer: impl Fn(&[u8]) -> Option<crate::exchange::Message>,
     outcome: &mut Outcome,
@@ -256,6 +259,16 @@ fn read_failure(error: Error, skipped: u64, meta: &mut Meta) -> (Failure, Ending
         )
     };
     match error {
+        Error::Io(e) if TooLong::of(&e).is_some() => {
+            // A reply that was not read did not match either (the count
+            // runs over the whole run: prelude steps and samples too).
+            meta.skipped_messages = Some(meta.skipped_messages.unwrap_or(0) + 1);
+            let detail = TooLong::of(&e).map(|t| format!("{t}; not read"));
+            (
+                Failure::new(Reason::WsReplyMismatch, None, detail.unwrap_or_default()),
+                Ending::Close(CloseCode::Size),
+            )
+        }
         Error::Io(e) if e.kind() == io::ErrorKind::TimedOut => {
             let failure = if skipped > 0 {
                 mismatch(skipped)
@@ -271,14 +284,19 @@ fn read_failure(error: Error, skipped: u64, meta: &mut Meta) -> (Failure, Ending
             meta,
             "the server ended the TCP connection without a Close frame".to_owned(),
         ),
-        Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => (
-            Failure::new(
-                Reason::WsReplyMismatch,
-                None,
-                format!("a reply of {size} bytes exceeds max_message_bytes ({max_size}); not read"),
-            ),
-            Ending::Abort(CloseCode::Size),
-        ),
+        Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+            meta.skipped_messages = Some(meta.skipped_messages.unwrap_or(0) + 1);
+            (
+                Failure::new(
+                    Reason::WsReplyMismatch,
+                    None,
+                    format!(
+                        "a reply of {size} bytes exceeds max_message_bytes ({max_size}); not read"
+                    ),
+                ),
+                Ending::Abort(CloseCode::Size),
+            )
+        }
         Error::Utf8(_) => (
             Failure::new(
                 Reason::WsReplyMismatch,
@@ -306,9 +324,10 @@ fn read_failure(error: Error, skipped: u64, meta: &mut Meta) -> (Failure, Ending
 /// TIME_WAIT state on its side rather than on the router's. `close_by`, if
 /// given, cuts that second short: the agent's next run does not wait. It
 /// never leaves less than `CLOSE_FLOOR`, so our Close frame and TLS
-/// close_notify still go out.
-pub fn close(
-    mut ws: WebSocket<Transport>,
+/// close_notify still go out. The rest of a reply the gate refused is
+/// dropped on the way to the server's Close, within the same time.
+pub fn close<S: Wire>(
+    mut ws: WebSocket<Gate<S>>,
     ending: Ending,
     close_by: Option<Instant>,
 ) -> Option<bool> {
@@ -316,14 +335,14 @@ pub fn close(
     let end = now + CLOSE_WAIT;
     let end = close_by.map_or(end, |by| by.clamp(now + CLOSE_FLOOR, end));
     let deadline = Deadline::at(end);
-    ws.get_mut().tcp().set_deadline(deadline);
+    ws.get_mut().get_mut().set_deadline(deadline);
     let clean = match ending {
         Ending::Gone => None,
         Ending::Stuck => {
             // Not even a TLS close_notify: it would queue behind the frame.
             // A reset, not a FIN, so the kernel drops the unsent bytes now
             // rather than keep them for a peer that reads nothing.
-            ws.get_mut().tcp().reset();
+            ws.get_mut().get_mut().reset();
             return Some(false);
         }
         Ending::ServerClosed => {
@@ -348,7 +367,7 @@ pub fn close(
             Some(false)
         }
     };
-    let mut transport = ws.into_inner();
+    let mut transport = ws.into_inner().into_inner();
     if clean.is_some() {
         await_eof(&mut transport);
     }
@@ -356,18 +375,20 @@ pub fn close(
     clean
 }
 
-fn await_close(ws: &mut WebSocket<Transport>) -> bool {
+fn await_close<S: Read + Write>(ws: &mut WebSocket<S>) -> bool {
     loop {
         match ws.read() {
             Ok(Message::Close(_)) | Err(Error::ConnectionClosed) => return true,
             Ok(_) => continue,
+            // Another oversized message: the gate drops it too.
+            Err(Error::Io(e)) if TooLong::of(&e).is_some() => continue,
             Err(_) => return false,
         }
     }
 }
 
 /// Reads (and drops) until the server ends the connection or time is up.
-fn await_eof(transport: &mut Transport) {
+fn await_eof(transport: &mut impl Read) {
     let mut scratch = [0u8; 512];
     let mut budget = 64 * 1024;
     while budget > 0 {
