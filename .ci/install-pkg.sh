@@ -11,6 +11,8 @@
 #
 # Exports nothing. usage: bash .ci/install-pkg.sh
 set -euo pipefail
+# shellcheck source=.ci/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CARGO_DEB_VERSION=3.8.0
 JSONSCHEMA_VERSION=4.26.0
@@ -32,17 +34,7 @@ if ((${#missing[@]})); then
     apt-get update
     # systemd's postinst must not start anything here: policy-rc.d (exit
     # 101) forbids it while the packages install.
-    policy=/usr/sbin/policy-rc.d
-    made_policy=0
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy"
-        chmod +x "$policy"
-        made_policy=1
-    fi
-    apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends "${missing[@]}"
-    if ((made_policy)); then
-        rm -f "$policy"
-    fi
+    apt_install "${missing[@]}"
 else
     say "apt: ${pkgs[*]} already installed"
 fi

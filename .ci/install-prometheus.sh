@@ -6,6 +6,8 @@
 # forbids the postinst to start them, and they are stopped and disabled
 # if a service manager started them anyway.
 set -euo pipefail
+# shellcheck source=.ci/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PROMETHEUS_VERSION='2.42.0+ds-5+deb12u1'
 NODE_EXPORTER_VERSION='1.5.0-1+b6'
@@ -24,18 +26,7 @@ wanted=()
 if ((${#wanted[@]})); then
     echo "installing: ${wanted[*]}"
     apt-get -o DPkg::Lock::Timeout=900 update
-    policy=/usr/sbin/policy-rc.d
-    made_policy=0
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy"
-        chmod +x "$policy"
-        made_policy=1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y \
-        --no-install-recommends "${wanted[@]}"
-    if ((made_policy)); then
-        rm -f "$policy"
-    fi
+    apt_install "${wanted[@]}"
 else
     echo "already installed: prometheus $PROMETHEUS_VERSION, prometheus-node-exporter $NODE_EXPORTER_VERSION"
 fi

@@ -10,6 +10,8 @@
 #   Debian mosquitto, its service never started (policy-rc.d guard)
 # The tests find everything at these paths; nothing is exported.
 set -euo pipefail
+# shellcheck source=.ci/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PROTO=/opt/wsprobe-proto
 VENV=/opt/wsprobe-test
@@ -42,17 +44,7 @@ fi
 "$PROTO/venv/bin/pip" install --quiet 'aiosignalr==0.1.1'
 
 if ! command -v mosquitto >/dev/null 2>&1 && [[ ! -x /usr/sbin/mosquitto ]]; then
-    policy=/usr/sbin/policy-rc.d
-    made_policy=0
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy"
-        chmod +x "$policy"
-        made_policy=1
-    fi
-    apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends mosquitto ||
-        { apt-get update && apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends mosquitto; }
-    if ((made_policy)); then
-        rm -f "$policy"
-    fi
+    apt_install mosquitto ||
+        { apt-get update && apt_install mosquitto; }
 fi
 /usr/sbin/mosquitto -h 2>&1 | head -1 || true

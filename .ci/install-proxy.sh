@@ -7,6 +7,8 @@
 # Exports nothing: the tests find the binaries at /usr/bin/tinyproxy and
 # /usr/sbin/squid (or WSPROBE_TEST_TINYPROXY / WSPROBE_TEST_SQUID).
 set -euo pipefail
+# shellcheck source=.ci/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 export DEBIAN_FRONTEND=noninteractive
 
@@ -25,13 +27,6 @@ done
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"
     apt-get -o DPkg::Lock::Timeout=900 update
-    policy=/usr/sbin/policy-rc.d
-    made_policy=0
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy"
-        chmod +x "$policy"
-        made_policy=1
-    fi
     install=()
     for pkg in "${missing[@]}"; do
         # The newest Debian revision of the pinned upstream release.
@@ -43,10 +38,7 @@ if ((${#missing[@]})); then
         fi
         install+=("$pkg=$revision")
     done
-    apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends "${install[@]}"
-    if ((made_policy)); then
-        rm -f "$policy"
-    fi
+    apt_install "${install[@]}"
 fi
 for pkg in "${!want[@]}"; do
     version=$(version_of "$pkg")
