@@ -20,6 +20,8 @@
 //! `cargo bench --bench exchange`; `WSPROBE_BENCH_N` sets the runs per row
 //! (default 300). Nothing is asserted; a failed probe stops the bench.
 
+#[path = "support/proto.rs"]
+mod proto;
 mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -42,12 +44,7 @@ const CPU_PER_SAMPLE_US: f64 = 25.0;
 const MEDIAN_WITHIN_MS: f64 = 0.05;
 const PRESET_OVERHEAD_MS: f64 = 0.1;
 const SERVERS_JS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/presets/servers.js");
-const SIGNALR_PY: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/presets/signalr_server.py"
-);
 const PROTO: &str = "/opt/wsprobe-proto";
-const ANVIL: &str = "node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil";
 const READY_WAIT: Duration = Duration::from_secs(20);
 
 fn main() {
@@ -266,33 +263,24 @@ impl Server {
     /// aiosignalr in its own venv: `tests/presets/signalr_server.py PORT`,
     /// which prints "ready".
     fn signalr() -> Result<Server, String> {
-        let python = Path::new(PROTO).join("venv/bin/python");
+        let python = proto::signalr_python(Path::new(PROTO));
         if !python.exists() {
             return Err(format!("{} is missing", python.display()));
         }
         let port = free_port();
-        let mut cmd = Command::new(python);
-        cmd.arg(SIGNALR_PY).arg(port.to_string());
-        Server::start(cmd, |line| (line == "ready").then_some(port))
+        Server::start(proto::signalr(&python, port), |line| {
+            (line == "ready").then_some(port)
+        })
     }
 
     /// anvil from its npm package, silent; ready once it accepts.
     fn anvil() -> Result<Server, String> {
-        let binary = Path::new(PROTO).join(ANVIL);
+        let binary = proto::anvil_binary(Path::new(PROTO));
         if !binary.exists() {
             return Err(format!("{} is missing", binary.display()));
         }
         let port = free_port();
-        let child = Command::new(binary)
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--silent",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+        let child = proto::anvil(&binary, port)
             .spawn()
             .map_err(|e| format!("anvil does not start: {e}"))?;
         let server = Server { port, child };
