@@ -11,22 +11,27 @@
 //! 4. Each preset's exchange against the same probe with the preset's
 //!    judge replaced by a plain substring of the awaited reply and no
 //!    keepalive answering: the same bytes on the same real server, so the
-//!    difference is the probe's own overhead (node servers only: mosquitto,
-//!    anvil and aiosignalr are not in this bench). Median rtt over interleaved runs. Target <= 0.1 ms. Needs
-//!    the servers of `.ci/install-proto.sh` (skipped, said so, without).
+//!    difference is the probe's own overhead (node servers, aiosignalr and
+//!    anvil, started as `tests/presets.rs` starts them; mosquitto is not
+//!    in this bench). Median rtt over interleaved runs. Target <= 0.1 ms.
+//!    Needs the servers of `.ci/install-proto.sh` (each row skipped, said
+//!    so, without its server).
 //!
 //! `cargo bench --bench exchange`; `WSPROBE_BENCH_N` sets the runs per row
 //! (default 300). Nothing is asserted; a failed probe stops the bench.
 
+#[path = "support/proto.rs"]
+mod proto;
 mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wsprobe::exchange::Expect;
 use wsprobe::probe;
@@ -40,6 +45,7 @@ const MEDIAN_WITHIN_MS: f64 = 0.05;
 const PRESET_OVERHEAD_MS: f64 = 0.1;
 const SERVERS_JS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/presets/servers.js");
 const PROTO: &str = "/opt/wsprobe-proto";
+const READY_WAIT: Duration = Duration::from_secs(20);
 
 fn main() {
     let runs = std::env::var("WSPROBE_BENCH_N")
@@ -85,27 +91,38 @@ fn main() {
         verdict(growth <= 8.0)
     );
 
-    // 4. Each preset against the same bytes judged as "any reply".
-    if !Path::new(PROTO).join("node_modules").is_dir() {
-        println!("  presets: skipped, {PROTO} is missing (.ci/install-proto.sh)");
-        return;
-    }
-    // The plain probe's expectation: a substring of the reply the preset
-    // awaits, so that both wait for the same message.
-    for (mode, path, preset, reply) in [
+    // 4. Each preset against the same bytes judged by a plain substring of
+    // the reply the preset awaits, so that both wait for the same message.
+    type Start = fn() -> Result<Server, String>;
+    let rows: [(&str, &str, &[u8], Start); 8] = [
         (
-            "graphql-transport-ws",
             "/graphql",
             "graphql-transport-ws",
-            &br#""type":"pong""#[..],
+            br#""type":"pong""#,
+            || Server::node("graphql-transport-ws"),
         ),
-        ("graphql-ws", "/graphql", "graphql-ws", br#""type":"data""#),
-        ("socket.io", "/socket.io/", "socket.io", b"40{"),
-        ("aedes", "/", "mqtt", &[0xd0, 0x00]),
-        ("stomp", "/stomp", "stomp", b"RECEIPT"),
-        ("phoenix", "/socket/websocket", "phoenix", b"phx_reply"),
-    ] {
-        let server = NodeServer::start(mode);
+        ("/graphql", "graphql-ws", br#""type":"data""#, || {
+            Server::node("graphql-ws")
+        }),
+        ("/socket.io/", "socket.io", b"40{", || {
+            Server::node("socket.io")
+        }),
+        ("/", "mqtt", &[0xd0, 0x00], || Server::node("aedes")),
+        ("/stomp", "stomp", b"RECEIPT", || Server::node("stomp")),
+        ("/socket/websocket", "phoenix", b"phx_reply", || {
+            Server::node("phoenix")
+        }),
+        ("/hub", "signalr", b"{}\x1e", Server::signalr),
+        ("/", "json-rpc", br#""result""#, Server::anvil),
+    ];
+    for (path, preset, reply, start) in rows {
+        let server = match start() {
+            Ok(server) => server,
+            Err(missing) => {
+                println!("  preset {preset:<21} skipped, {missing} (.ci/install-proto.sh)");
+                continue;
+            }
+        };
         let spec = support::spec(serde_json::json!({
             "url": format!("ws://127.0.0.1:{}{path}", server.port),
             "interpretation": "round_trip_latency",
@@ -225,40 +242,89 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
-/// `tests/presets/servers.js MODE`, ended when dropped.
-struct NodeServer {
+/// A real server of `.ci/install-proto.sh`, started as `tests/presets.rs`
+/// starts it (stdin piped: its end, or the kill on drop, stops it).
+struct Server {
     port: u16,
     child: Child,
 }
 
-impl NodeServer {
-    fn start(mode: &str) -> NodeServer {
-        let mut child = Command::new("node")
-            .args([SERVERS_JS, mode, PROTO])
+impl Server {
+    /// `tests/presets/servers.js MODE`, which prints its port.
+    fn node(mode: &str) -> Result<Server, String> {
+        if !Path::new(PROTO).join("node_modules").is_dir() {
+            return Err(format!("{PROTO}/node_modules is missing"));
+        }
+        let mut cmd = Command::new("node");
+        cmd.args([SERVERS_JS, mode, PROTO]);
+        Server::start(cmd, |line| line.parse().ok())
+    }
+
+    /// aiosignalr in its own venv: `tests/presets/signalr_server.py PORT`,
+    /// which prints "ready".
+    fn signalr() -> Result<Server, String> {
+        let python = proto::signalr_python(Path::new(PROTO));
+        if !python.exists() {
+            return Err(format!("{} is missing", python.display()));
+        }
+        let port = free_port();
+        Server::start(proto::signalr(&python, port), |line| {
+            (line == "ready").then_some(port)
+        })
+    }
+
+    /// anvil from its npm package, silent; ready once it accepts.
+    fn anvil() -> Result<Server, String> {
+        let binary = proto::anvil_binary(Path::new(PROTO));
+        if !binary.exists() {
+            return Err(format!("{} is missing", binary.display()));
+        }
+        let port = free_port();
+        let child = proto::anvil(&binary, port)
+            .spawn()
+            .map_err(|e| format!("anvil does not start: {e}"))?;
+        let server = Server { port, child };
+        let until = Instant::now() + READY_WAIT;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() >= until {
+                return Err(format!("anvil is not listening on {port}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+
+    /// Spawns `cmd` and reads its first stdout line, which `port_of` turns
+    /// into the port it serves.
+    fn start(mut cmd: Command, port_of: impl Fn(&str) -> Option<u16>) -> Result<Server, String> {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawn node");
-        let mut line = String::new();
+            .map_err(|e| format!("{cmd:?} does not start: {e}"))?;
         let stdout = child.stdout.take().expect("piped stdout");
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the port");
-        let port = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{mode}: {line:?}"));
-        NodeServer { port, child }
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        match port_of(line.trim()) {
+            Some(port) => Ok(Server { port, child }),
+            None => panic!("{cmd:?} said {line:?}"),
+        }
     }
 }
 
-impl Drop for NodeServer {
+impl Drop for Server {
     fn drop(&mut self) {
         drop(self.child.stdin.take());
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A port nothing listens on now, for servers that take it as an argument.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
 }
 
 fn verdict(met: bool) -> &'static str {

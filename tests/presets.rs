@@ -14,6 +14,8 @@
 //! /opt/wsprobe-proto (override with `WSPROBE_TEST_PROTO`). Missing, a test
 //! prints why and passes, except under `CI=true`, where it fails.
 
+#[path = "../benches/support/proto.rs"]
+mod proto;
 mod support;
 
 use std::io::{BufRead, BufReader};
@@ -30,10 +32,6 @@ const SERVERS_JS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/presets/ser
 const SOCKETIO_PY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/presets/socketio_server.py"
-);
-const SIGNALR_PY: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/presets/signalr_server.py"
 );
 const READY_WAIT: Duration = Duration::from_secs(20);
 const INTERPRETATIONS: [&str; 3] = [
@@ -485,15 +483,15 @@ fn phoenix_against_a_fake_written_from_the_protocol() {
 
 #[test]
 fn signalr_against_aiosignalr() {
-    let python = proto_root().join("venv/bin/python");
+    let python = proto::signalr_python(&proto_root());
     if !python.exists() {
         skip_or_fail("aiosignalr's venv is missing (.ci/install-proto.sh)");
         return;
     }
     let port = free_port();
-    let mut cmd = Command::new(python);
-    cmd.arg(SIGNALR_PY).arg(port.to_string());
-    let server = start(cmd, "aiosignalr", |l| (l == "ready").then_some(port));
+    let server = start(proto::signalr(&python, port), "aiosignalr", |l| {
+        (l == "ready").then_some(port)
+    });
     let url = url(&server, "/hub");
     good_everywhere(&url, "signalr", &[], "aiosignalr handshake");
     let invoke = [
@@ -509,23 +507,13 @@ fn signalr_against_aiosignalr() {
 
 #[test]
 fn json_rpc_against_anvil() {
-    let binary = proto_root().join("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+    let binary = proto::anvil_binary(&proto_root());
     if !binary.exists() {
         skip_or_fail("anvil is missing (.ci/install-proto.sh)");
         return;
     }
     let port = free_port();
-    let mut cmd = Command::new(binary);
-    cmd.args([
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "--silent",
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::null());
-    let process = Process(cmd.spawn().expect("spawn anvil"));
+    let process = Process(proto::anvil(&binary, port).spawn().expect("spawn anvil"));
     await_listening(port, "anvil");
     let server = Server {
         port,
