@@ -138,7 +138,10 @@ fn sampled<S: Wire>(
     out: &mut Outcome,
 ) -> Talked {
     let plan = exchange.samples;
-    let mut rtts: Vec<Duration> = Vec::with_capacity(plan.count as usize);
+    // On the stack, at the most samples a probe may take: the heap does
+    // not grow with the number of samples.
+    let mut rtts = [Duration::ZERO; crate::exchange::SAMPLES.1 as usize];
+    let mut received = 0usize;
     let mut sent_count = 0;
     let mut last = None;
     let mut last_failure = None;
@@ -171,7 +174,10 @@ fn sampled<S: Wire>(
         match taken {
             Ok((sent, arrived)) => {
                 previous_send = Some(sent);
-                rtts.push(arrived.saturating_duration_since(sent));
+                if let Some(slot) = rtts.get_mut(received) {
+                    *slot = arrived.saturating_duration_since(sent);
+                    received += 1;
+                }
                 last = Some(arrived);
             }
             // A sample that timed out, or that the server refused: the
@@ -186,11 +192,11 @@ fn sampled<S: Wire>(
             }
         }
     }
-    let spread = samples::spread(&mut rtts);
+    let spread = samples::spread(&mut rtts[..received]);
     if plan.count > 1 {
         out.meta.samples = Some(SampleStats {
             sent: sent_count,
-            received: rtts.len() as u32,
+            received: received as u32,
             spread,
         });
     }
