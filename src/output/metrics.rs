@@ -39,7 +39,9 @@ const HEALTH: [&str; 4] = ["healthy", "degraded", "unhealthy", "unknown"];
 const RUN_REASONS: usize = Reason::ALL.len() + 1;
 
 /// The phases of `meta.timings`, named as there without `_ms`.
-const PHASES: [&str; 7] = ["dns", "connect", "tls", "upgrade", "open", "rtt", "total"];
+const PHASES: [&str; 9] = [
+    "dns", "connect", "proxy", "tls", "upgrade", "open", "prelude", "rtt", "total",
+];
 
 /// A metric family. Its name, type and HELP text live here and nowhere
 /// else; `ALL` is the order of the exposition.
@@ -55,13 +57,16 @@ pub enum Family {
     Interval,
     UnhealthyAbove,
     CertNotAfter,
+    SamplesSent,
+    SamplesReceived,
+    Jitter,
     BuildInfo,
     Reloads,
     Dropped,
 }
 
 impl Family {
-    pub const ALL: [Family; 13] = [
+    pub const ALL: [Family; 16] = [
         Family::Success,
         Family::Value,
         Family::Phase,
@@ -72,6 +77,9 @@ impl Family {
         Family::Interval,
         Family::UnhealthyAbove,
         Family::CertNotAfter,
+        Family::SamplesSent,
+        Family::SamplesReceived,
+        Family::Jitter,
         Family::BuildInfo,
         Family::Reloads,
         Family::Dropped,
@@ -89,6 +97,9 @@ impl Family {
             Family::Interval => "wsprobe_probe_interval_seconds",
             Family::UnhealthyAbove => "wsprobe_probe_unhealthy_above_seconds",
             Family::CertNotAfter => "wsprobe_probe_tls_cert_not_after_timestamp_seconds",
+            Family::SamplesSent => "wsprobe_probe_samples_sent_total",
+            Family::SamplesReceived => "wsprobe_probe_samples_received_total",
+            Family::Jitter => "wsprobe_probe_jitter_seconds",
             Family::BuildInfo => "wsprobe_build_info",
             Family::Reloads => "wsprobe_config_reloads_total",
             Family::Dropped => "wsprobe_records_dropped_total",
@@ -97,7 +108,11 @@ impl Family {
 
     pub fn kind(self) -> &'static str {
         match self {
-            Family::Runs | Family::Reloads | Family::Dropped => "counter",
+            Family::Runs
+            | Family::SamplesSent
+            | Family::SamplesReceived
+            | Family::Reloads
+            | Family::Dropped => "counter",
             Family::Latency => "histogram",
             _ => "gauge",
         }
@@ -134,6 +149,15 @@ impl Family {
             }
             Family::CertNotAfter => {
                 "The earliest notAfter in the chain the server sent on the last wss:// run that reached TLS, in Unix seconds."
+            }
+            Family::SamplesSent => {
+                "Measured exchanges sent since the agent started, for probes that take several samples per run."
+            }
+            Family::SamplesReceived => {
+                "Measured exchanges answered since the agent started, for probes that take several samples per run."
+            }
+            Family::Jitter => {
+                "The mean deviation (mdev, as ping prints it) of the last run's samples, in seconds; absent when no sample was answered."
             }
             Family::BuildInfo => {
                 "The wsprobe version, as a label; always 1."
@@ -181,6 +205,17 @@ struct ProbeMetrics {
     last: Option<LastRun>,
     histogram: Histogram,
     cert_not_after: Option<u64>,
+    /// Set for a probe that takes several samples per run: only those have
+    /// the samples' series.
+    samples: Option<SampleCounts>,
+}
+
+#[derive(Default)]
+struct SampleCounts {
+    sent: u64,
+    received: u64,
+    /// The last run's mdev; `None` before a run with an answered sample.
+    jitter: Option<Duration>,
 }
 
 struct LastRun {
@@ -258,6 +293,11 @@ impl Metrics {
         }
         if outcome.meta.cert_not_after.is_some() {
             probe.cert_not_after = outcome.meta.cert_not_after;
+        }
+        if let (Some(counts), Some(stats)) = (&mut probe.samples, &outcome.meta.samples) {
+            counts.sent += u64::from(stats.sent);
+            counts.received += u64::from(stats.received);
+            counts.jitter = stats.spread.map(|s| s.mdev);
         }
         probe.last = Some(LastRun {
             success: outcome.reason.is_none(),
@@ -359,6 +399,25 @@ impl Metrics {
                         }
                     }
                 }
+                Family::SamplesSent | Family::SamplesReceived => {
+                    for p in probes {
+                        if let Some(counts) = &p.samples {
+                            let n = if family == Family::SamplesSent {
+                                counts.sent
+                            } else {
+                                counts.received
+                            };
+                            sample(out, name, &p.labels, None, n);
+                        }
+                    }
+                }
+                Family::Jitter => {
+                    for p in probes {
+                        if let Some(jitter) = p.samples.as_ref().and_then(|c| c.jitter) {
+                            sample(out, name, &p.labels, None, Seconds(jitter));
+                        }
+                    }
+                }
                 Family::BuildInfo => {
                     let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
                     sample(out, name, &version, None, 1u64);
@@ -394,11 +453,17 @@ impl ProbeMetrics {
             last: None,
             histogram: Histogram::default(),
             cert_not_after: None,
+            samples: spec
+                .exchange
+                .as_ref()
+                .filter(|e| e.samples.count > 1)
+                .map(|_| SampleCounts::default()),
         }
     }
 
     fn same_series(&self, other: &ProbeMetrics) -> bool {
         self.labels == other.labels
+            && self.samples.is_some() == other.samples.is_some()
             && self.interpretation == other.interpretation
             && self.interval == other.interval
             && self.unhealthy_above_ms == other.unhealthy_above_ms
@@ -489,7 +554,9 @@ fn from_millis(ms: f64) -> Duration {
 }
 
 fn phases(t: &Timings) -> [Option<Duration>; PHASES.len()] {
-    [t.dns, t.connect, t.tls, t.upgrade, t.open, t.rtt, t.total]
+    [
+        t.dns, t.connect, t.proxy, t.tls, t.upgrade, t.open, t.prelude, t.rtt, t.total,
+    ]
 }
 
 fn reason_index(reason: Option<Reason>) -> usize {
@@ -645,5 +712,56 @@ mod tests {
         text.clear();
         metrics.render(&mut text);
         assert!(!text.contains("probe=\"edge\""), "{text}");
+    }
+
+    #[test]
+    fn a_probe_with_samples_counts_them_and_shows_its_jitter() {
+        use crate::exchange::samples::{SampleStats, Spread};
+        let sampled = spec(
+            r#"{"name": "many", "url": "ws://127.0.0.1:9/", "interpretation": "round_trip_latency",
+                "send_message": "ping", "samples": 5}"#,
+        );
+        let single = spec(r#"{"name": "one", "url": "ws://127.0.0.1:9/"}"#);
+        let metrics = Metrics::new(&[sampled.clone(), single]);
+        let mut text = String::new();
+        metrics.render(&mut text);
+        // Initialised at zero for the sampling probe only, before any run.
+        assert!(
+            text.contains("wsprobe_probe_samples_sent_total{probe=\"many\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("wsprobe_probe_samples_received_total{probe=\"many\"} 0\n"));
+        assert!(!text.contains("wsprobe_probe_samples_sent_total{probe=\"one\"}"));
+        assert!(!text.contains("wsprobe_probe_jitter_seconds{"));
+
+        let ms = Duration::from_millis;
+        let mut outcome = Outcome::begin();
+        outcome.opened = true;
+        outcome.timings.prelude = Some(ms(3));
+        outcome.timings.rtt = Some(ms(10));
+        outcome.meta.samples = Some(SampleStats {
+            sent: 5,
+            received: 3,
+            spread: Some(Spread {
+                median: ms(10),
+                min: ms(8),
+                max: ms(14),
+                mean: ms(11),
+                mdev: ms(2),
+            }),
+        });
+        metrics.observe(&sampled, &outcome);
+        metrics.observe(&sampled, &outcome);
+        text.clear();
+        metrics.render(&mut text);
+        let l = r#"probe="many""#;
+        for line in [
+            format!("wsprobe_probe_samples_sent_total{{{l}}} 10\n"),
+            format!("wsprobe_probe_samples_received_total{{{l}}} 6\n"),
+            format!("wsprobe_probe_jitter_seconds{{{l}}} 0.002\n"),
+            format!("wsprobe_probe_phase_seconds{{{l},phase=\"prelude\"}} 0.003\n"),
+        ] {
+            assert!(text.contains(&line), "{line}\n{text}");
+        }
     }
 }
