@@ -59,7 +59,7 @@ check_unit_security() {
 }
 
 check_shell() {
-    shellcheck dist/openwrt/wsprobe/files/wsprobe.init dist/openwrt/examples/wsprobe-wan-check.sh \
+    shellcheck -x dist/openwrt/wsprobe/files/wsprobe.init dist/openwrt/examples/wsprobe-wan-check.sh \
         dist/debian/postrm \
         scripts/build-ipk.sh .ci/check-pkg.sh .ci/install-pkg.sh
     say "shellcheck: clean"
