@@ -24,7 +24,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::config::{self, Config, Output, Prometheus};
 use crate::output::http::Listener;
-use crate::output::metrics::Metrics;
+use crate::output::metrics::{Account, Metrics};
 use crate::output::ndjson::{self, Sink, Writing};
 use crate::output::{textfile, Feed};
 use crate::probe;
@@ -41,7 +41,7 @@ pub const PROBE_STACK: usize = 256 * 1024;
 /// The first run starts at a random point in [0, min(interval, this)).
 const MAX_START_SPREAD: Duration = Duration::from_secs(5);
 
-/// How late a run may start and still count for its tick (`next_tick`).
+/// How late a run may start and still count for its tick (`catch_up`).
 /// It keeps its tick's deadline, so it has at most this much less time.
 pub const TICK_GRACE: Duration = Duration::from_millis(20);
 
@@ -221,7 +221,20 @@ pub fn run(config_path: &Path, config: Config, signals: Signals) -> Exit {
     if dropped > 0 {
         log(&format!("{dropped} record(s) were dropped in all"));
     }
+    log(&account(metrics.tally.account(), dropped));
     exit
+}
+
+/// The stop's account of every tick: a run or a skip; and of every run:
+/// a record written, a record dropped, or a run cut short by the stop or a
+/// reload (its record never made). A soak checks these against what it read.
+fn account(tally: Account, dropped: u64) -> String {
+    let written = tally.handed_over.saturating_sub(dropped);
+    let cut_short = tally.runs.saturating_sub(tally.handed_over);
+    format!(
+        "ticks: {} run, {} skipped; records: {written} written, {dropped} dropped, {cut_short} cut short by the stop or a reload",
+        tally.runs, tally.skipped
+    )
 }
 
 /// Rebinds the `/metrics` listener when a reload changed its address
@@ -362,13 +375,24 @@ fn probe_loop(spec: &ProbeSpec, stop: &Receiver<()>, feed: &Feed) {
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             _ => return,
         }
+        // Woken long past the tick (the agent was frozen by SIGSTOP, or
+        // starved, or the last run overran): that tick's deadline is gone,
+        // and its run would report as the endpoint's a timeout that was
+        // the agent's. It is skipped and counted instead.
+        let (due, skipped) = catch_up(next, spec.interval, Instant::now());
+        if skipped > 0 {
+            feed.metrics.count_skipped(spec, skipped);
+            next = due;
+            continue;
+        }
         // The deadline counts from the tick, not from the start: a run
-        // that starts a little late (see `next_tick`) does not push the
+        // that starts a little late (see `catch_up`) does not push the
         // next one later still. Its close gives way to the next tick.
         let window = probe::Window {
             deadline: next + spec.timeout,
             close_by: Some(next + spec.interval),
         };
+        feed.metrics.tally.run_started();
         let outcome = probe::run_guarded_in(spec, window);
         // Removed or changed by a reload while it ran: the record belongs
         // to a probe that is no longer configured.
@@ -380,23 +404,27 @@ fn probe_loop(spec: &ProbeSpec, stop: &Receiver<()>, feed: &Feed) {
         }
         // Sleeping until the next tick needs none of the run's deep stack.
         probe::stack::release_unused();
-        next = next_tick(next, spec.interval, Instant::now());
+        next += spec.interval;
     }
 }
 
-/// The next start at a fixed rate from `previous`, skipping the ticks a
-/// long run overran: runs never stack up and never drift. A tick passed by
-/// no more than `TICK_GRACE` still runs, at once: with `interval_ms` equal
-/// to `timeout_ms` a run that times out ends just past the next tick, and
-/// skipping it would halve the records of an endpoint that is down.
-pub fn next_tick(previous: Instant, interval: Duration, now: Instant) -> Instant {
-    let next = previous + interval;
-    if next + TICK_GRACE > now {
-        return next;
+/// Where a probe stands when it wakes for `tick`, at a fixed rate: the
+/// tick itself if it passed by no more than `TICK_GRACE`, else the first
+/// tick still ahead and how many were skipped. Runs never stack up and
+/// never drift. The grace matters: with `interval_ms` equal to
+/// `timeout_ms` a run that times out ends just past the next tick, and
+/// skipping that one would halve the records of an endpoint that is down.
+pub fn catch_up(tick: Instant, interval: Duration, now: Instant) -> (Instant, u64) {
+    if tick + TICK_GRACE > now {
+        return (tick, 0);
     }
-    let behind = now.duration_since(next).as_nanos();
-    let missed = behind / interval.as_nanos().max(1) + 1;
-    next + interval * u32::try_from(missed).unwrap_or(u32::MAX)
+    let behind = now.duration_since(tick).as_nanos();
+    let missed = u64::try_from(behind / interval.as_nanos().max(1) + 1).unwrap_or(u64::MAX);
+    let ahead = interval
+        .checked_mul(u32::try_from(missed).unwrap_or(u32::MAX))
+        .and_then(|d| tick.checked_add(d))
+        .unwrap_or(now + interval);
+    (ahead, missed)
 }
 
 /// A random duration in [0, max). From the system's random source: routers
@@ -456,23 +484,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn next_tick_keeps_a_fixed_rate() {
+    fn a_tick_not_yet_passed_is_kept() {
         let t0 = Instant::now();
         let second = Duration::from_secs(1);
+        let tick = t0 + second;
         assert_eq!(
-            next_tick(t0, second, t0 + Duration::from_millis(300)),
-            t0 + second
+            catch_up(tick, second, t0 + Duration::from_millis(300)),
+            (tick, 0)
         );
     }
 
     #[test]
-    fn next_tick_skips_missed_ticks_instead_of_stacking_them() {
+    fn missed_ticks_are_skipped_and_counted_instead_of_stacking() {
         let t0 = Instant::now();
         let second = Duration::from_secs(1);
+        let tick = t0 + second;
+        // Frozen from before the tick until 3.5 s: ticks 1, 2 and 3 are gone.
         let late = t0 + Duration::from_millis(3500);
-        assert_eq!(next_tick(t0, second, late), t0 + 4 * second);
-        let past_grace = t0 + second + TICK_GRACE;
-        assert_eq!(next_tick(t0, second, past_grace), t0 + 2 * second);
+        assert_eq!(catch_up(tick, second, late), (t0 + 4 * second, 3));
+        let past_grace = tick + TICK_GRACE;
+        assert_eq!(catch_up(tick, second, past_grace), (t0 + 2 * second, 1));
     }
 
     #[test]
@@ -481,7 +512,7 @@ mod tests {
         let t0 = Instant::now();
         let second = Duration::from_secs(1);
         let just_past = t0 + second + Duration::from_millis(2);
-        assert_eq!(next_tick(t0, second, just_past), t0 + second);
+        assert_eq!(catch_up(t0 + second, second, just_past), (t0 + second, 0));
     }
 
     #[test]

@@ -516,8 +516,10 @@ fn one_probe_runs_at_a_fixed_rate_after_a_random_start() {
 #[test]
 fn a_frozen_agent_resumes_its_rate_without_a_burst_of_missed_runs() {
     // A router frozen for a while (SIGSTOP, then SIGCONT): the ticks it
-    // slept through are skipped, not run back to back, and the probe is
-    // back on its rate at once.
+    // slept through are skipped and counted, not run back to back nor run
+    // late (their deadlines passed while the agent slept: a late run
+    // would report the agent's own freeze as the endpoint's timeout), and
+    // the probe is back on its rate at once.
     let server = echo_server();
     let dir = TempDir::new("wsprobe-agent-test-frozen");
     let cfg = config_file(
@@ -531,27 +533,44 @@ fn a_frozen_agent_resumes_its_rate_without_a_burst_of_missed_runs() {
     agent.signal(libc::SIGSTOP);
     // The fault's length, not a synchronisation: three ticks frozen.
     thread::sleep(Duration::from_millis(3000));
-    let _ = agent.records_now();
+    let mut records = vec![before.unwrap()];
+    records.extend(agent.records_now());
+    let resumed_ms = now_millis();
     agent.signal(libc::SIGCONT);
     let after = agent.records_for(Duration::from_millis(4600));
-    let (_, stderr) = agent.terminate();
+    records.extend(after.iter().cloned());
+    let (rest, stderr) = agent.terminate();
+    records.extend(rest);
 
     let ts = times_of(&after, "frozen");
     assert!(
-        (4..=6).contains(&ts.len()),
+        (3..=5).contains(&ts.len()),
         "{} records in 4.6 s after the freeze at a 1 s interval: {:?}\nstderr:\n{stderr}",
         ts.len(),
         summary(&after)
     );
-    // The run in flight and the tick due may come close together after
-    // SIGCONT; after that the gaps are the interval.
-    let settled = &ts[ts.len() - 3..];
-    assert_fixed_rate("frozen", settled, 1000);
-    // The run frozen in flight may have missed its deadline; the next
-    // ones measure again.
-    for record in &after[after.len() - 3..] {
-        assert_eq!(record.reason, None, "{record:#?}");
+    assert_fixed_rate("frozen", &ts[ts.len() - 3..], 1000);
+    // A run frozen in flight (started before SIGCONT) may have missed its
+    // deadline; every run started after it measures the endpoint.
+    for record in after.iter().filter(|r| ts_ms(r) >= resumed_ms) {
+        assert_eq!(record.reason, None, "{record:#?}\nstderr:\n{stderr}");
     }
+    // The stop accounts for every tick: 2 or 3 skipped while frozen, and
+    // every run's record read here.
+    let account = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("wsprobe: ticks: "))
+        .unwrap_or_else(|| panic!("no account of the ticks at the stop:\n{stderr}"));
+    let numbers: Vec<u64> = account
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [runs, skipped, written, dropped, cut_short] = numbers[..] else {
+        panic!("the account has not five numbers: {account}");
+    };
+    assert!((2..=3).contains(&skipped), "{account}");
+    assert_eq!(written, records.len() as u64, "{account}");
+    assert_eq!((dropped, runs), (0, written + cut_short), "{account}");
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! from the first scrapes.
 
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -51,6 +52,7 @@ pub enum Family {
     Value,
     Phase,
     Runs,
+    TicksSkipped,
     Health,
     Latency,
     LastRun,
@@ -66,11 +68,12 @@ pub enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 16] = [
+    pub const ALL: [Family; 17] = [
         Family::Success,
         Family::Value,
         Family::Phase,
         Family::Runs,
+        Family::TicksSkipped,
         Family::Health,
         Family::Latency,
         Family::LastRun,
@@ -91,6 +94,7 @@ impl Family {
             Family::Value => "wsprobe_probe_value_seconds",
             Family::Phase => "wsprobe_probe_phase_seconds",
             Family::Runs => "wsprobe_probe_runs_total",
+            Family::TicksSkipped => "wsprobe_probe_ticks_skipped_total",
             Family::Health => "wsprobe_probe_health",
             Family::Latency => "wsprobe_probe_latency_seconds",
             Family::LastRun => "wsprobe_probe_last_run_timestamp_seconds",
@@ -109,6 +113,7 @@ impl Family {
     pub fn kind(self) -> &'static str {
         match self {
             Family::Runs
+            | Family::TicksSkipped
             | Family::SamplesSent
             | Family::SamplesReceived
             | Family::Reloads
@@ -131,6 +136,9 @@ impl Family {
             }
             Family::Runs => {
                 "Runs since the agent started, by reason code (none for a good run)."
+            }
+            Family::TicksSkipped => {
+                "Ticks with no run since the agent started: the probe woke too late for them (the agent was frozen or starved of CPU)."
             }
             Family::Health => {
                 "The last run's health as a state set: 1 for the current state, 0 for the others."
@@ -177,6 +185,45 @@ pub struct Metrics {
     state: Mutex<State>,
     /// Records the NDJSON output dropped; also read by the agent's logs.
     pub drops: Drops,
+    /// Every tick and run since the start, for the account at the stop.
+    pub tally: Tally,
+}
+
+/// Agent-wide counts that, with `drops`, account for every tick: each is
+/// a run or a skip, and each run's record is handed to the output (then
+/// written or dropped) or cut short by the stop or a reload. Kept apart
+/// from the per-probe series, which a reload may start again from zero.
+#[derive(Default)]
+pub struct Tally {
+    runs: AtomicU64,
+    skipped: AtomicU64,
+    handed_over: AtomicU64,
+}
+
+/// A snapshot of `Tally`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Account {
+    pub runs: u64,
+    pub skipped: u64,
+    pub handed_over: u64,
+}
+
+impl Tally {
+    pub fn run_started(&self) {
+        self.runs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn handed_over(&self) {
+        self.handed_over.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn account(&self) -> Account {
+        Account {
+            runs: self.runs.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
+            handed_over: self.handed_over.load(Ordering::Relaxed),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -200,6 +247,7 @@ struct ProbeMetrics {
     unhealthy_above_ms: Option<f64>,
     /// Indexed by `reason_index`.
     runs: [u64; RUN_REASONS],
+    skipped: u64,
     /// Index into `HEALTH`.
     health: usize,
     last: Option<LastRun>,
@@ -240,6 +288,7 @@ impl Metrics {
         let metrics = Metrics {
             state: Mutex::default(),
             drops: Drops::default(),
+            tally: Tally::default(),
         };
         metrics.set_probes(probes);
         metrics
@@ -273,6 +322,15 @@ impl Metrics {
             state.reloads_ok += 1;
         } else {
             state.reloads_error += 1;
+        }
+    }
+
+    /// Counts ticks a probe skipped because its thread woke too late.
+    pub fn count_skipped(&self, spec: &ProbeSpec, ticks: u64) {
+        self.tally.skipped.fetch_add(ticks, Ordering::Relaxed);
+        let mut state = self.state();
+        if let Some(probe) = state.probes.iter_mut().find(|p| p.name == spec.name) {
+            probe.skipped += ticks;
         }
     }
 
@@ -356,6 +414,11 @@ impl Metrics {
                             let extra = Some(("reason", reason_name(i)));
                             sample(out, name, &p.labels, extra, runs);
                         }
+                    }
+                }
+                Family::TicksSkipped => {
+                    for p in probes {
+                        sample(out, name, &p.labels, None, p.skipped);
                     }
                 }
                 Family::Health => {
@@ -449,6 +512,7 @@ impl ProbeMetrics {
             interval: spec.interval,
             unhealthy_above_ms: spec.thresholds.map(|t| t.unhealthy_above),
             runs: [0; RUN_REASONS],
+            skipped: 0,
             health: 3,
             last: None,
             histogram: Histogram::default(),

@@ -40,8 +40,12 @@ impl Feed {
         let _ = self.changed.try_send(());
         let line = Record::new(spec, outcome).to_line();
         match self.lines.try_send(line) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.metrics.tally.handed_over();
+                true
+            }
             Err(TrySendError::Full(_)) => {
+                self.metrics.tally.handed_over();
                 self.metrics.drops.add(1, "the output is not keeping up");
                 true
             }
