@@ -6,6 +6,8 @@
 #            page), systemd (`systemd-analyze verify/security --offline`),
 #            zopfli (the .ipk's gzip members, smaller than gzip -9)
 #   cargo    cargo-deb, pinned, into cargo's own bin directory
+#   rustup   rust-src (the amd64 .deb's binary builds std from source:
+#            scripts/build-arm.sh amd64)
 #   venv     jsonschema, pinned, into the shared test venv
 #            /opt/wsprobe-test (tests/schema.rs runs it; created by .ci/run)
 #
@@ -44,6 +46,13 @@ if [[ "$(cargo deb --version 2>/dev/null)" == *" $CARGO_DEB_VERSION"* ]]; then
     say "cargo-deb $CARGO_DEB_VERSION already installed"
 else
     cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
+fi
+
+# --- rust-src, for std built from source --------------------------------------
+if rustup component list --installed | grep -q '^rust-src'; then
+    say "rustup: rust-src already installed"
+else
+    rustup component add rust-src
 fi
 
 # --- jsonschema in the test venv ---------------------------------------------
