@@ -573,6 +573,88 @@ fn a_frozen_agent_resumes_its_rate_without_a_burst_of_missed_runs() {
     assert_eq!((dropped, runs), (0, written + cut_short), "{account}");
 }
 
+/// An echo server on a port of the test's choosing, until `stop`: it then
+/// closes its listener, so connects are refused until another one binds.
+struct Restartable {
+    stop: mpsc::Sender<()>,
+    port: u16,
+    done: thread::JoinHandle<()>,
+}
+
+impl Restartable {
+    fn bind(port: u16) -> Restartable {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
+        let port = listener.local_addr().expect("local addr").port();
+        let (stop, stopped) = mpsc::channel::<()>();
+        let done = thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.try_recv().is_ok() {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                thread::spawn(move || {
+                    let (tx, _rx) = mpsc::channel();
+                    if let Some(mut ws) = ws_accept(stream, &tx, choose_first_protocol) {
+                        serve_messages(&mut ws, &tx, |ws, m| {
+                            let _ = ws.send(m.clone());
+                        });
+                    }
+                });
+            }
+        });
+        Restartable { stop, port, done }
+    }
+
+    /// Closes the listener; returns once it is closed.
+    fn shut(self) {
+        let _ = self.stop.send(());
+        // Wakes the accept loop, which sees the stop and drops the listener.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        self.done.join().expect("the accept loop ended");
+    }
+}
+
+#[test]
+fn an_endpoint_that_restarts_is_seen_down_then_up_again() {
+    // A server that stops listening and comes back on the same port: the
+    // probe reports the refusal while it is down and measures again once
+    // it is back, with no restart of the agent. Each step waits for the
+    // record that shows it, never for a time.
+    let server = Restartable::bind(0);
+    let port = server.port;
+    let dir = TempDir::new("wsprobe-agent-test-restart");
+    let url = format!("ws://127.0.0.1:{port}/socket");
+    let mut up = probe("restart", &url, 1000, 500);
+    up["interpretation"] = json!("round_trip_latency");
+    up["send_message"] = json!("hi");
+    up["expect_message"] = json!("hi");
+    let cfg = config_file(&dir, &config(vec![up], "-"));
+    let mut agent = Agent::start(&cfg);
+    agent.wait_started();
+    let within = || Instant::now() + Duration::from_secs(10);
+    let until = |agent: &mut Agent, what: &str, pick: &dyn Fn(&Record) -> bool| -> Record {
+        loop {
+            let record = agent
+                .next_record(within())
+                .unwrap_or_else(|| panic!("no record {what} within 10 s"));
+            if pick(&record) {
+                return record;
+            }
+        }
+    };
+    until(&mut agent, "while up", &|r| r.reason.is_none());
+    server.shut();
+    let down = until(&mut agent, "while down", &|r| r.reason.is_some());
+    assert_eq!(down.reason.as_deref(), Some("ws_open_failed"), "{down:#?}");
+    assert_eq!(down.meta.phase.as_deref(), Some("connect"), "{down:#?}");
+    let back = Restartable::bind(port);
+    let again = until(&mut agent, "once back", &|r| r.reason.is_none());
+    assert!(again.value.is_some(), "{again:#?}");
+    let (_, stderr) = agent.terminate();
+    assert!(!stderr.contains("internal error"), "{stderr}");
+    back.shut();
+}
+
 #[test]
 fn a_down_endpoint_with_interval_equal_to_timeout_keeps_its_rate() {
     // interval_ms = timeout_ms, as the contract allows: each run times out
