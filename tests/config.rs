@@ -1067,6 +1067,22 @@ fn an_invalid_variable_name_is_refused_without_quoting_it() {
 }
 
 #[test]
+fn a_proxy_scheme_made_of_a_secret_is_not_quoted() {
+    // Found by fuzzing (fuzz/fuzz_targets/config_load.rs): the proxy's
+    // error quoted whatever stood before "://", ${VAR} expanded and all.
+    let text = r#"{"probes": [{"name": "p", "url": "ws://192.0.2.10/",
+        "proxy": "]]${PROXY_SECRET}@h]]http://proxy.example:3128"}]}"#;
+    let errors = load_with_env(text, &[("PROXY_SECRET", "hunter2")]).expect_err("refused");
+    assert_eq!(
+        errors,
+        [r#"probe "p": proxy: has a scheme other than http://; only http:// proxies (HTTP CONNECT) are supported (write http://host:port)"#]
+    );
+    for error in &errors {
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+}
+
+#[test]
 fn ca_file_without_an_end_is_refused_without_reading_it_all() {
     // Read whole, /dev/zero would take all memory before any PEM rule ran.
     let text = r#"{"probes": [{"name": "p", "url": "wss://192.0.2.1/",

@@ -31,17 +31,27 @@ pub fn parse_proxy_url(raw: &str, scheme_optional: bool) -> Result<Proxy, Proble
     let rest = match raw.split_once("://") {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
         Some((scheme, _)) => {
-            let hint = match scheme.to_ascii_lowercase().as_str() {
-                "https" => {
-                    "TLS to the proxy is not supported; the tunnel carries TLS to the target"
-                }
-                s if s.starts_with("socks") => "SOCKS proxies are not supported",
-                _ => "write http://host:port",
+            // Only a scheme from this list is named back: whatever else
+            // stands before "://" may hold an expanded ${SECRET}.
+            let known = ["https", "socks4", "socks4a", "socks5", "socks5h"]
+                .into_iter()
+                .find(|k| scheme.eq_ignore_ascii_case(k));
+            let (what, hint) = match known {
+                Some("https") => (
+                    "has the scheme https://".to_owned(),
+                    "TLS to the proxy is not supported; the tunnel carries TLS to the target",
+                ),
+                Some(socks) => (
+                    format!("has the scheme {socks}://"),
+                    "SOCKS proxies are not supported",
+                ),
+                None => (
+                    "has a scheme other than http://".to_owned(),
+                    "write http://host:port",
+                ),
             };
             return Err((
-                format!(
-                    "has the scheme {scheme}://; only http:// proxies (HTTP CONNECT) are supported"
-                ),
+                format!("{what}; only http:// proxies (HTTP CONNECT) are supported"),
                 Some(hint.to_owned()),
             ));
         }
