@@ -451,7 +451,7 @@ const INVALID: &[(&str, &[&str])] = &[
             r#"probe "broker": preset.qos: unknown option; mqtt takes version, client_id, username, password"#,
             r#"probe "broker": preset.version: must be 4 (MQTT 3.1.1) or 5 (got 3)"#,
             r#"probe "broker": preset.password: environment variable WSPROBE_TEST_UNSET is not set (used as ${WSPROBE_TEST_UNSET})"#,
-            r#"probe "rpc": preset.params: must be a JSON array or object (got "none")"#,
+            r#"probe "rpc": preset.params: must be a JSON array or object (got a string)"#,
         ],
     ),
     (
@@ -1075,7 +1075,37 @@ fn a_proxy_scheme_made_of_a_secret_is_not_quoted() {
     let errors = load_with_env(text, &[("PROXY_SECRET", "hunter2")]).expect_err("refused");
     assert_eq!(
         errors,
-        [r#"probe "p": proxy: has a scheme other than http://; only http:// proxies (HTTP CONNECT) are supported (write http://host:port)"#]
+        [
+            r#"probe "p": proxy: has a scheme other than http://; only http:// proxies (HTTP CONNECT) are supported (write http://host:port)"#
+        ]
+    );
+    for error in &errors {
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+}
+
+#[test]
+fn preset_options_made_of_a_secret_are_not_quoted() {
+    // Found in review: an option of the wrong kind was printed whole,
+    // ${VAR} expanded (the graphql payload is where auth goes).
+    let text = r#"{"probes": [
+        {"name": "gql", "url": "ws://192.0.2.10/", "interpretation": "round_trip_latency",
+         "preset": {"name": "graphql-transport-ws", "payload": "${OPTION_SECRET}"}},
+        {"name": "sio", "url": "ws://192.0.2.10/", "interpretation": "round_trip_latency",
+         "preset": {"name": "socket.io", "namespace": "${OPTION_SECRET}"}},
+        {"name": "rpc", "url": "ws://192.0.2.10/", "interpretation": "round_trip_latency",
+         "preset": {"name": "json-rpc", "params": "${OPTION_SECRET}"}},
+        {"name": "hub", "url": "ws://192.0.2.10/", "interpretation": "round_trip_latency",
+         "preset": {"name": "signalr", "invoke": "Echo", "arguments": {"t": "${OPTION_SECRET}"}}}]}"#;
+    let errors = load_with_env(text, &[("OPTION_SECRET", "hunter2")]).expect_err("refused");
+    assert_eq!(
+        errors,
+        [
+            r#"probe "gql": preset.payload: must be a JSON object (got a string)"#,
+            r#"probe "sio": preset.namespace: must start with '/' and have no ','"#,
+            r#"probe "rpc": preset.params: must be a JSON array or object (got a string)"#,
+            r#"probe "hub": preset.arguments: must be a JSON array (got an object)"#,
+        ]
     );
     for error in &errors {
         assert!(!error.contains("hunter2"), "{error}");

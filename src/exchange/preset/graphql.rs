@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::{is_seq, json_object, refused, Options, Plan, Reply};
+use super::{is_seq, json_object, kind_of, refused, Options, Plan, Reply};
 use crate::exchange::{Message, Verdict};
 
 const TRANSPORT_WS: &str = "graphql-transport-ws";
@@ -15,7 +15,10 @@ fn init(options: &mut Options, legacy: bool) -> Message {
     let payload = match options.json("payload") {
         Some(payload @ Value::Object(_)) => Some(payload),
         Some(other) => {
-            options.error("payload", format!("must be a JSON object (got {other})"));
+            options.error(
+                "payload",
+                format!("must be a JSON object (got {})", kind_of(&other)),
+            );
             None
         }
         // The legacy server reads `payload` unconditionally.

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{is_seq, json_object, refused, Options, Plan, Reply};
+use super::{is_seq, json_object, kind_of, refused, Options, Plan, Reply};
 use crate::exchange::{Message, Verdict};
 
 pub(super) fn plan(options: &mut Options) -> Plan {
@@ -16,7 +16,7 @@ pub(super) fn plan(options: &mut Options) -> Plan {
         Some(other) => {
             options.error(
                 "params",
-                format!("must be a JSON array or object (got {other})"),
+                format!("must be a JSON array or object (got {})", kind_of(&other)),
             );
             Value::Array(Vec::new())
         }

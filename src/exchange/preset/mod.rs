@@ -285,6 +285,19 @@ pub fn plan(kind: Kind, options: &mut Options, context: &Context) -> Plan {
 
 /// Parses `payload` as JSON, through the config's parser: one parser
 /// instance in the binary, not one per input type (the size budget).
+/// What kind of JSON value an option holds, for its error: never the
+/// value itself, which `${NAME}` may have filled with a secret.
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "true or false",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 fn json(payload: &[u8]) -> Option<Value> {
     let text = std::str::from_utf8(payload).ok()?;
     crate::config::parse_json(text).ok()

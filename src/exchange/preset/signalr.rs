@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{is_seq, json_object, refused, Options, Plan, Reply};
+use super::{is_seq, json_object, kind_of, refused, Options, Plan, Reply};
 use crate::exchange::{Message, Verdict};
 
 const SEPARATOR: u8 = 0x1e;
@@ -16,7 +16,10 @@ pub(super) fn plan(options: &mut Options) -> Plan {
         None => Value::Array(Vec::new()),
         Some(arguments @ Value::Array(_)) => arguments,
         Some(other) => {
-            options.error("arguments", format!("must be a JSON array (got {other})"));
+            options.error(
+                "arguments",
+                format!("must be a JSON array (got {})", kind_of(&other)),
+            );
             Value::Array(Vec::new())
         }
     };

@@ -13,7 +13,7 @@ pub(super) fn plan(options: &mut Options) -> Plan {
     if !namespace.starts_with('/') || namespace.contains(',') {
         options.error(
             "namespace",
-            format!("must start with '/' and have no ',' (got {namespace:?})"),
+            "must start with '/' and have no ','".to_owned(),
         );
     }
     let connect = format!("40{}", prefix(&namespace));
