@@ -35,6 +35,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -290,6 +291,7 @@ def in_namespace(args):
     hups = mode_step = 0
     threads_most = rss_most = 0
     prom_ages = {"stdout not read": 0.0, "otherwise": 0.0}
+    stall_samples = 0
     while (now := time.monotonic() - t0) < duration:
         if start_stats is None and now >= first_minute:
             start_stats = calm_stats(agent.pid, servers, on_loop, interval)
@@ -356,6 +358,7 @@ def in_namespace(args):
                     key = "stdout not read" if not reader.reading.is_set() else "otherwise"
                     if now > 10:
                         prom_ages[key] = max(prom_ages[key], age)
+                        stall_samples += key == "stdout not read"
                 except FileNotFoundError:
                     pass
             next_sample += 1
@@ -366,7 +369,11 @@ def in_namespace(args):
     end_stats = calm_stats(agent.pid, servers, on_loop, interval)
     stop_at = time.time()
     agent.send_signal(signal.SIGTERM)
-    agent.wait(timeout=10)
+    try:
+        agent.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        agent.wait()
     reader.thread.join(timeout=10)
     elapsed = time.monotonic() - t0
     stderr = open(stderr_path).read()
@@ -380,8 +387,11 @@ def in_namespace(args):
 
     # The agent's account against what was read.
     account_line = next((l for l in stderr.splitlines() if l.startswith("wsprobe: ticks: ")), "")
-    numbers = [int(w) for w in account_line.replace(",", " ").replace(";", " ").split() if w.isdigit()]
-    runs, skipped, written, dropped, cut_short = (numbers + [None] * 5)[:5]
+    counted = lambda word: int(m.group(1)) if (m := re.search(r"(-?\d+) " + word, account_line)) else None
+    runs, skipped, written = counted("run"), counted("skipped"), counted("written")
+    dropped, cut_short = counted("dropped"), counted("cut short")
+    # Printed only when not zero.
+    discarded, unaccounted = counted("discarded") or 0, counted("unaccounted") or 0
     # Ticks by the wall clock: each probe's first record is its first tick
     # (started within the grace); a tick is due every interval to the stop.
     stop_mono = stop_at - wall0
@@ -403,14 +413,17 @@ def in_namespace(args):
     # A timeout in phase dns, or (when a lookup the resolver never answered
     # gives up) a failure in phase dns.
     dns_failures = [r for r in during_dns if r.get("meta", {}).get("phase") == "dns"]
-    after_dns = [r for r in records if resolver and named(r) and mono(r["ts"]) > resolver[1] + 12
-                 and r.get("reason") is None]
+    named_back = {r["probe"] for r in records if resolver and named(r) and mono(r["ts"]) > resolver[1] + 12
+                  and r.get("reason") is None}
+    named_all = {p for p in per_probe if int(p[1:]) % 2 == 0}
     panics = [r for r in records if str(r.get("meta", {}).get("error", "")).startswith("internal error")]
 
     rss_growth = (end_stats["rss_kb"][1] - start_stats["rss_kb"][1]) / start_stats["rss_kb"][1] * 100
     verdicts = {
+        "every fault window ran": sorted(faults) == sorted(windows) and all(e for _, e in faults.values()),
         "records read = written": written == len(records),
-        "runs = written + dropped + cut short": runs == (written or 0) + (dropped or 0) + (cut_short or 0),
+        "runs = written + dropped + cut short, none unaccounted":
+            unaccounted == 0 and runs == (written or 0) + (dropped or 0) + (cut_short or 0) + discarded,
         "runs + skipped = ticks by the clock, within one a probe":
             runs is not None and abs(runs + skipped - ticks_by_clock) <= args.probes,
         "no partial line": not reader.partial,
@@ -418,9 +431,9 @@ def in_namespace(args):
         "threads equal at start and end": start_stats["threads"] == end_stats["threads"],
         "RSS within 5 % after the first minute": abs(rss_growth) <= 5,
         "no probe silent for two intervals outside the freeze and the stall": worst <= 2 * interval + 0.1,
-        "textfile fresh while stdout is not read": prom_ages["stdout not read"] < 3,
+        "textfile fresh while stdout is not read": stall_samples > 0 and prom_ages["stdout not read"] < 3,
         "named probes fail in phase dns while the resolver is silent": len(dns_failures) == len(during_dns) > 0,
-        "named probes succeed once it answers again": len(after_dns) > 0,
+        "every named probe succeeds once it answers again": bool(named_all) and named_back == named_all,
         "no panic record": not panics,
         "exit code 0": agent.returncode == 0,
     }
@@ -433,8 +446,10 @@ def in_namespace(args):
         "faults": {n: [round(s), round(e)] for n, (s, e) in faults.items()},
         "sighups": hups,
         "dns": {"answered": dns.answered, "ignored": dns.ignored,
-                "named_records_while_silent": len(during_dns), "of_them_failed_in_phase_dns": len(dns_failures)},
+                "named_records_while_silent": len(during_dns), "of_them_failed_in_phase_dns": len(dns_failures),
+                "named_probes_back_after": f"{len(named_back)} of {len(named_all)}"},
         "textfile_oldest_s": {k: round(v, 1) for k, v in prom_ages.items()},
+        "textfile_samples_while_stdout_not_read": stall_samples,
         "after_first_minute": start_stats, "end": end_stats,
         "threads_most": threads_most, "rss_most_kb_after_first_minute": rss_most,
         "rss_growth_pct": round(rss_growth, 1),

@@ -12,9 +12,10 @@
 //! cannot take is dropped and counted, and the metrics go on.
 
 use std::collections::HashMap;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -161,6 +162,7 @@ pub fn run(config_path: &Path, config: Config, signals: Signals) -> Exit {
         lines: line_tx,
         metrics: metrics.clone(),
         changed: changed_tx,
+        open: Arc::new(RwLock::new(true)),
     };
     let mut workers: HashMap<String, Worker> = HashMap::new();
     let mut output = config.output.clone();
@@ -207,6 +209,8 @@ pub fn run(config_path: &Path, config: Config, signals: Signals) -> Exit {
     // unless the writer is stuck (nobody reads the pipe): those are
     // counted as dropped, never written in part.
     drop(workers);
+    // Waits for any line being offered; none is handed over after this.
+    *feed.open.write().unwrap_or_else(PoisonError::into_inner) = false;
     drop(listener);
     let _ = textfile_tx.send(textfile::Control::Stop);
     let _ = writer_stop_tx.send(());
@@ -221,20 +225,39 @@ pub fn run(config_path: &Path, config: Config, signals: Signals) -> Exit {
     if dropped > 0 {
         log(&format!("{dropped} record(s) were dropped in all"));
     }
-    log(&account(metrics.tally.account(), dropped));
+    let written = writing.written.load(Ordering::Relaxed);
+    let discarded = writing.discarded.load(Ordering::Relaxed);
+    log(&account(
+        metrics.tally.account(),
+        written,
+        discarded,
+        dropped,
+    ));
     exit
 }
 
 /// The stop's account of every tick: a run or a skip; and of every run:
-/// a record written, a record dropped, or a run cut short by the stop or a
-/// reload (its record never made). A soak checks these against what it read.
-fn account(tally: Account, dropped: u64) -> String {
-    let written = tally.handed_over.saturating_sub(dropped);
+/// a record written (counted by the writer), dropped, discarded (`"ndjson":
+/// null`), or a run cut short by the stop or a reload (its record never
+/// made). A soak checks these against what it read; a record handed over
+/// and then none of those would be a bug, and is said so.
+fn account(tally: Account, written: u64, discarded: u64, dropped: u64) -> String {
     let cut_short = tally.runs.saturating_sub(tally.handed_over);
-    format!(
+    let mut line = format!(
         "ticks: {} run, {} skipped; records: {written} written, {dropped} dropped, {cut_short} cut short by the stop or a reload",
         tally.runs, tally.skipped
-    )
+    );
+    if discarded > 0 {
+        line += &format!(", {discarded} discarded (ndjson is null)");
+    }
+    let lost = i128::from(tally.handed_over)
+        - i128::from(written)
+        - i128::from(discarded)
+        - i128::from(dropped);
+    if lost != 0 {
+        line += &format!(", {lost} unaccounted for (a bug: please report it)");
+    }
+    line
 }
 
 /// Rebinds the `/metrics` listener when a reload changed its address
@@ -381,6 +404,10 @@ fn probe_loop(spec: &ProbeSpec, stop: &Receiver<()>, feed: &Feed) {
         // the agent's. It is skipped and counted instead.
         let (due, skipped) = catch_up(next, spec.interval, Instant::now());
         if skipped > 0 {
+            // A reload may have replaced this probe while it slept.
+            if let Err(crossbeam_channel::TryRecvError::Disconnected) = stop.try_recv() {
+                return;
+            }
             feed.metrics.count_skipped(spec, skipped);
             next = due;
             continue;
@@ -399,8 +426,17 @@ fn probe_loop(spec: &ProbeSpec, stop: &Receiver<()>, feed: &Feed) {
         if let Err(crossbeam_channel::TryRecvError::Disconnected) = stop.try_recv() {
             return;
         }
-        if !feed.deliver(spec, &outcome) {
-            return;
+        // A bug in making the record must not end the probe, nor hide the
+        // run from the account: it is counted as a dropped record.
+        match panic::catch_unwind(AssertUnwindSafe(|| feed.deliver(spec, &outcome))) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(_) => {
+                feed.metrics.tally.handed_over();
+                feed.metrics
+                    .drops
+                    .add(1, "internal error while making a record");
+            }
         }
         // Sleeping until the next tick needs none of the run's deep stack.
         probe::stack::release_unused();
@@ -409,7 +445,7 @@ fn probe_loop(spec: &ProbeSpec, stop: &Receiver<()>, feed: &Feed) {
 }
 
 /// Where a probe stands when it wakes for `tick`, at a fixed rate: the
-/// tick itself if it passed by no more than `TICK_GRACE`, else the first
+/// tick itself if it passed by less than `TICK_GRACE`, else the first
 /// tick still ahead and how many were skipped. Runs never stack up and
 /// never drift. The grace matters: with `interval_ms` equal to
 /// `timeout_ms` a run that times out ends just past the next tick, and
@@ -418,13 +454,13 @@ pub fn catch_up(tick: Instant, interval: Duration, now: Instant) -> (Instant, u6
     if tick + TICK_GRACE > now {
         return (tick, 0);
     }
+    let every = interval.as_nanos().max(1);
     let behind = now.duration_since(tick).as_nanos();
-    let missed = u64::try_from(behind / interval.as_nanos().max(1) + 1).unwrap_or(u64::MAX);
-    let ahead = interval
-        .checked_mul(u32::try_from(missed).unwrap_or(u32::MAX))
-        .and_then(|d| tick.checked_add(d))
-        .unwrap_or(now + interval);
-    (ahead, missed)
+    let missed = u64::try_from(behind / every + 1).unwrap_or(u64::MAX);
+    // The first tick after `now`, found from `now`: no multiplication
+    // that could overflow, however long the agent was frozen.
+    let to_next = u64::try_from(every - behind % every).unwrap_or(u64::MAX);
+    (now + Duration::from_nanos(to_next), missed)
 }
 
 /// A random duration in [0, max). From the system's random source: routers

@@ -126,6 +126,14 @@ fn a_stalled_reader_drops_counted_records_while_probing_and_metrics_go_on() {
         "the drops are logged at most once a minute:\n{log}"
     );
     assert!(log.contains("record(s) were dropped in all"), "{log}");
+    assert_accounted(&log);
+}
+
+/// The stop's account is there, and every record handed over is written
+/// or dropped.
+fn assert_accounted(log: &str) {
+    assert!(log.contains("wsprobe: ticks: "), "no account at the stop:\n{log}");
+    assert!(!log.contains("unaccounted"), "{log}");
 }
 
 #[test]
@@ -172,4 +180,5 @@ fn sigterm_ends_an_agent_with_a_stalled_reader_within_a_second_without_a_partial
         in_all >= first + 1000,
         "{in_all} dropped in all; the 1024 queued lines must be among them:\n{log}"
     );
+    assert_accounted(&log);
 }

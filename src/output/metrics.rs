@@ -138,7 +138,7 @@ impl Family {
                 "Runs since the agent started, by reason code (none for a good run)."
             }
             Family::TicksSkipped => {
-                "Ticks with no run since the agent started: the probe woke too late for them (the agent was frozen or starved of CPU)."
+                "Ticks with no run since the agent started: the probe woke too late for them (the agent was frozen or starved of CPU, or the run before overran)."
             }
             Family::Health => {
                 "The last run's health as a state set: 1 for the current state, 0 for the others."

@@ -12,7 +12,7 @@ pub mod metrics;
 pub mod ndjson;
 pub mod textfile;
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use crossbeam_channel::{Sender, TrySendError};
 
@@ -30,12 +30,20 @@ pub struct Feed {
     pub metrics: Arc<Metrics>,
     /// Wakes the textfile thread; a full slot means a rewrite is due anyway.
     pub changed: Sender<()>,
+    /// False once the agent stops: no line is handed over after that, so
+    /// the account at the stop is exact. Held for reading while a line is
+    /// offered.
+    pub open: Arc<RwLock<bool>>,
 }
 
 impl Feed {
     /// Hands one outcome to every output without blocking. Returns false
     /// when the writer is gone (the agent is stopping).
     pub fn deliver(&self, spec: &ProbeSpec, outcome: &Outcome) -> bool {
+        let open = self.open.read().unwrap_or_else(PoisonError::into_inner);
+        if !*open {
+            return false;
+        }
         self.metrics.observe(spec, outcome);
         let _ = self.changed.try_send(());
         let line = Record::new(spec, outcome).to_line();

@@ -95,6 +95,11 @@ impl Sink {
         }
     }
 
+    /// `"ndjson": null`: lines are taken and counted, never written.
+    pub fn discards(&self) -> bool {
+        matches!(self.target, Target::Discard)
+    }
+
     pub fn describe(&self) -> String {
         match &self.target {
             Target::Stdout(_) => "stdout".into(),
@@ -157,6 +162,11 @@ pub struct Writing {
     /// True while a line is being written: a writer stuck on a stalled
     /// pipe holds one line it could not hand over.
     pub busy: AtomicBool,
+    /// Lines written whole to stdout or the file, counted by the writer
+    /// itself, so the account at the stop checks the other counts.
+    pub written: AtomicU64,
+    /// Lines taken and thrown away (`"ndjson": null`).
+    pub discarded: AtomicU64,
 }
 
 /// The writer thread's inputs: record lines on a bounded queue, and
@@ -183,8 +193,14 @@ pub fn write_lines(
         writing.busy.store(true, Ordering::Release);
         let written = sink.write_line(&line);
         writing.busy.store(false, Ordering::Release);
-        match written? {
+        let written = written.inspect_err(|_| drops.add(1, "stdout is closed"))?;
+        match written {
             Ok(()) => {
+                let count = match sink.discards() {
+                    true => &writing.discarded,
+                    false => &writing.written,
+                };
+                count.fetch_add(1, Ordering::Relaxed);
                 if std::mem::take(&mut failing) {
                     say!(
                         "writing records to {} again; {} record(s) dropped so far",
