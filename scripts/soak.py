@@ -73,7 +73,9 @@ class Server:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             if mode == "hang":
-                await asyncio.sleep(3600)
+                # Until the client gives up and closes: holding each
+                # connection longer would only run this process out of fds.
+                await reader.read()
                 return
             key = next(
                 line.split(b":", 1)[1].strip()
