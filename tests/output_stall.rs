@@ -132,7 +132,10 @@ fn a_stalled_reader_drops_counted_records_while_probing_and_metrics_go_on() {
 /// The stop's account is there, and every record handed over is written
 /// or dropped.
 fn assert_accounted(log: &str) {
-    assert!(log.contains("wsprobe: ticks: "), "no account at the stop:\n{log}");
+    assert!(
+        log.contains("wsprobe: ticks: "),
+        "no account at the stop:\n{log}"
+    );
     assert!(!log.contains("unaccounted"), "{log}");
 }
 
