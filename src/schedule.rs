@@ -12,7 +12,6 @@
 //! cannot take is dropped and counted, and the metrics go on.
 
 use std::collections::HashMap;
-use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -426,17 +425,8 @@ fn probe_loop(spec: &ProbeSpec, stop: &Receiver<()>, feed: &Feed) {
         if let Err(crossbeam_channel::TryRecvError::Disconnected) = stop.try_recv() {
             return;
         }
-        // A bug in making the record must not end the probe, nor hide the
-        // run from the account: it is counted as a dropped record.
-        match panic::catch_unwind(AssertUnwindSafe(|| feed.deliver(spec, &outcome))) {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(_) => {
-                feed.metrics.tally.handed_over();
-                feed.metrics
-                    .drops
-                    .add(1, "internal error while making a record");
-            }
+        if !feed.deliver(spec, &outcome) {
+            return;
         }
         // Sleeping until the next tick needs none of the run's deep stack.
         probe::stack::release_unused();

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod ndjson;
 pub mod textfile;
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crossbeam_channel::{Sender, TrySendError};
@@ -38,26 +39,32 @@ pub struct Feed {
 
 impl Feed {
     /// Hands one outcome to every output without blocking. Returns false
-    /// when the writer is gone (the agent is stopping).
+    /// when the writer is gone (the agent is stopping). A bug in making
+    /// the record ends neither the probe nor the account: it is a record
+    /// handed over and counted as dropped.
     pub fn deliver(&self, spec: &ProbeSpec, outcome: &Outcome) -> bool {
         let open = self.open.read().unwrap_or_else(PoisonError::into_inner);
         if !*open {
             return false;
         }
-        self.metrics.observe(spec, outcome);
+        let made = panic::catch_unwind(AssertUnwindSafe(|| {
+            self.metrics.observe(spec, outcome);
+            Record::new(spec, outcome).to_line()
+        }));
         let _ = self.changed.try_send(());
-        let line = Record::new(spec, outcome).to_line();
-        match self.lines.try_send(line) {
-            Ok(()) => {
-                self.metrics.tally.handed_over();
-                true
-            }
-            Err(TrySendError::Full(_)) => {
-                self.metrics.tally.handed_over();
+        match made.map(|line| self.lines.try_send(line)) {
+            Ok(Ok(())) => {}
+            Ok(Err(TrySendError::Full(_))) => {
                 self.metrics.drops.add(1, "the output is not keeping up");
-                true
             }
-            Err(TrySendError::Disconnected(_)) => false,
+            Ok(Err(TrySendError::Disconnected(_))) => return false,
+            Err(_) => {
+                self.metrics
+                    .drops
+                    .add(1, "internal error while making a record");
+            }
         }
+        self.metrics.tally.handed_over();
+        true
     }
 }

@@ -196,9 +196,10 @@ pub fn write_lines(
         let written = written.inspect_err(|_| drops.add(1, "stdout is closed"))?;
         match written {
             Ok(()) => {
-                let count = match sink.discards() {
-                    true => &writing.discarded,
-                    false => &writing.written,
+                let count = if sink.discards() {
+                    &writing.discarded
+                } else {
+                    &writing.written
                 };
                 count.fetch_add(1, Ordering::Relaxed);
                 if std::mem::take(&mut failing) {

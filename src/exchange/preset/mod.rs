@@ -283,8 +283,6 @@ pub fn plan(kind: Kind, options: &mut Options, context: &Context) -> Plan {
     }
 }
 
-/// Parses `payload` as JSON, through the config's parser: one parser
-/// instance in the binary, not one per input type (the size budget).
 /// What kind of JSON value an option holds, for its error: never the
 /// value itself, which `${NAME}` may have filled with a secret.
 fn kind_of(value: &Value) -> &'static str {
@@ -298,6 +296,8 @@ fn kind_of(value: &Value) -> &'static str {
     }
 }
 
+/// Parses `payload` as JSON, through the config's parser: one parser
+/// instance in the binary, not one per input type (the size budget).
 fn json(payload: &[u8]) -> Option<Value> {
     let text = std::str::from_utf8(payload).ok()?;
     crate::config::parse_json(text).ok()
